@@ -1,0 +1,1 @@
+//! lsvdctl library part
