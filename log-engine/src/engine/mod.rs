@@ -3,14 +3,30 @@
 //! `write_path.rs`, `read_path.rs`, `checkpoint.rs`, `recovery.rs`, `gc.rs`,
 //! `fsck.rs`.
 //!
-//! SKELETON: signatures are the contract; bodies are being written.
+mod checkpoint;
+mod fsck;
+mod gc;
+mod read_path;
+mod recovery;
+mod state;
+mod write_path;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
+use parking_lot::{Condvar, Mutex, RwLock};
+use tracing::{info, warn};
+
+pub use fsck::fsck;
+
+use crate::format::checkpoint::{manifest_name, Manifest};
+use crate::format::superblock::Superblock;
 use crate::format::Compression;
 use crate::store::SegmentStore;
-use crate::Result;
+use crate::{Error, Result};
+use state::{Counters, HeaderCache, Inner, State};
 
 /// Options for [`Image::create`].
 #[derive(Clone, Debug)]
@@ -32,6 +48,39 @@ pub struct GcConfig {
     pub threshold_pct: u8,
     /// How often the background cleaner looks for work.
     pub interval: Duration,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            size: 1 << 30,
+            segment_size: crate::format::DEFAULT_SEGMENT_SIZE,
+            compression: Compression::None,
+        }
+    }
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            enabled: true,
+            threshold_pct: 70,
+            interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            upload_threads: 4,
+            max_pending_bytes: 256 << 20,
+            checkpoint_every: 64,
+            gc: GcConfig::default(),
+            store_timeout: Duration::from_secs(60),
+            read_only: false,
+        }
+    }
 }
 
 /// Options for [`Image::open`].
@@ -103,6 +152,8 @@ pub struct FsckReport {
     pub extents_checked: u64,
     /// One line per problem, naming the object.
     pub problems: Vec<String>,
+    /// Things worth knowing that are not damage.
+    pub notes: Vec<String>,
 }
 
 impl FsckReport {
@@ -111,64 +162,288 @@ impl FsckReport {
     }
 }
 
-/// An open image. Cheap to share: all methods take `&self` and are safe from
-/// many threads.
+/// An open image. Share it with `Arc<Image>`: all methods take `&self` and
+/// are safe from many threads. Dropping it without [`Image::close`] stops
+/// its threads without flushing: what was not durable is lost, as in a crash.
 pub struct Image {
-    _store: Arc<dyn SegmentStore>,
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image").field("store", &self.inner.store.describe()).finish()
+    }
+}
+
+fn info_of(sb: &Superblock, store: &dyn SegmentStore) -> ImageInfo {
+    ImageInfo {
+        uuid: sb.uuid_string(),
+        size: sb.size,
+        block_size: 4096,
+        segment_size: sb.segment_size,
+        chunk_size: sb.chunk_size,
+        compression: sb.compression,
+        store: store.describe(),
+        created: sb.created,
+    }
 }
 
 impl Image {
-    /// Write a new image's superblock and initial checkpoint into an empty store.
-    pub fn create(_store: Arc<dyn SegmentStore>, _opts: &CreateOptions) -> Result<ImageInfo> {
-        todo!()
+    /// Write a new image's superblock and initial (empty) checkpoint into an
+    /// empty store. Refuses a store that already holds an image.
+    pub fn create(store: Arc<dyn SegmentStore>, opts: &CreateOptions) -> Result<ImageInfo> {
+        let sb = Superblock::new(opts.size, opts.segment_size, opts.compression)?;
+        if store.get_meta("superblock")?.is_some() {
+            return Err(Error::Exists(format!("an image already lives in {}", store.describe())));
+        }
+        let manifest = Manifest {
+            uuid: sb.uuid,
+            ckpt_seq: 0,
+            next_seq: 1,
+            last_write_seq: 0,
+            parts: Vec::new(),
+            segments: Vec::new(),
+        };
+        store.put_meta(&manifest_name(0), &manifest.encode())?;
+        store.put_meta("superblock", &sb.encode())?;
+        info!(uuid = %sb.uuid_string(), size = sb.size, store = %store.describe(), "image created");
+        Ok(info_of(&sb, &*store))
     }
-    /// Open (and recover) an image.
-    pub fn open(_store: Arc<dyn SegmentStore>, _opts: OpenOptions) -> Result<Image> {
-        todo!()
+
+    /// Open an image, recovering from its newest valid checkpoint and the
+    /// contiguous log after it.
+    pub fn open(store: Arc<dyn SegmentStore>, opts: OpenOptions) -> Result<Image> {
+        if opts.upload_threads == 0 || opts.checkpoint_every == 0 {
+            return Err(Error::InvalidArgument("upload_threads and checkpoint_every must be > 0".into()));
+        }
+        let sb = recovery::read_superblock(&*store)?;
+        let r = recovery::recover(&*store, &sb)?;
+        if !opts.read_only {
+            recovery::clean_after_recovery(&*store, &r)?;
+        }
+        let mut kept = r.valid_ckpts.clone();
+        kept.retain(|&c| c <= r.ckpt_seq);
+        let rolled = r.rolled_forward.len() as u32;
+        let state = State {
+            map: r.map,
+            segs: r.segs,
+            batch: None,
+            pending: Default::default(),
+            pending_bytes: 0,
+            next_seq: r.next_seq,
+            durable_upto: r.next_seq - 1,
+            durable_ahead: Default::default(),
+            write_seq: r.write_seq,
+            segs_since_ckpt: rolled,
+            last_ckpt: r.ckpt_seq,
+            kept_ckpts: kept,
+            last_upload_error: None,
+            closed: false,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inner = Arc::new(Inner {
+            sb,
+            store,
+            opts,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            gc_gate: RwLock::new(()),
+            maint_lock: Mutex::new(()),
+            headers: Mutex::new(HeaderCache::default()),
+            upload_tx: tx,
+            upload_rx: rx,
+            counters: Counters::default(),
+            shutdown: Default::default(),
+            maint_wake: Condvar::new(),
+            maint_mutex: Mutex::new(false),
+        });
+        let mut threads = Vec::new();
+        if !inner.opts.read_only {
+            for i in 0..inner.opts.upload_threads {
+                let inn = inner.clone();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("lsvd-upload-{i}"))
+                        .spawn(move || write_path::uploader(inn))
+                        .map_err(|e| Error::io("spawn uploader thread", e))?,
+                );
+            }
+            let inn = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("lsvd-maint".into())
+                    .spawn(move || maintenance(inn))
+                    .map_err(|e| Error::io("spawn maintenance thread", e))?,
+            );
+        }
+        Ok(Image {
+            inner,
+            threads: Mutex::new(threads),
+        })
     }
+
     pub fn info(&self) -> ImageInfo {
-        todo!()
+        info_of(&self.inner.sb, &*self.inner.store)
     }
+
+    /// Image size in bytes.
+    pub fn size(&self) -> u64 {
+        self.inner.sb.size
+    }
+
     /// Read `buf.len()` bytes at byte `offset` (both multiples of 4096).
-    pub fn read(&self, _offset: u64, _buf: &mut [u8]) -> Result<()> {
-        todo!()
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let _span = tracing::trace_span!("read", offset, len = buf.len()).entered();
+        self.inner.read(offset, buf)
     }
+
     /// Write `data` at byte `offset` (both multiples of 4096).
-    pub fn write(&self, _offset: u64, _data: &[u8]) -> Result<()> {
-        todo!()
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let _span = tracing::trace_span!("write", offset, len = data.len()).entered();
+        self.inner.write(offset, data)
     }
+
     /// Make every write completed before this call durable.
     pub fn flush(&self) -> Result<()> {
-        todo!()
+        let _span = tracing::trace_span!("flush").entered();
+        self.inner.flush()
     }
+
     /// TRIM: the range reads as zeros afterwards.
-    pub fn discard(&self, _offset: u64, _len: u64) -> Result<()> {
-        todo!()
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        let _span = tracing::trace_span!("discard", offset, len).entered();
+        self.inner.discard(offset, len)
     }
-    pub fn write_zeroes(&self, _offset: u64, _len: u64) -> Result<()> {
-        todo!()
+
+    /// WRITE_ZEROES: the range reads as zeros afterwards (stored as a
+    /// discard record: no zero data is written).
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        let _span = tracing::trace_span!("write_zeroes", offset, len).entered();
+        self.inner.discard(offset, len)
     }
+
+    /// Write a checkpoint now.
     pub fn checkpoint(&self) -> Result<()> {
-        todo!()
+        self.inner.checkpoint()
     }
+
+    /// Run one GC pass now.
     pub fn gc_once(&self) -> Result<GcReport> {
-        todo!()
+        self.inner.gc_once()
     }
+
     pub fn stats(&self) -> Stats {
-        todo!()
+        let i = &self.inner;
+        let st = i.state.lock();
+        let (mut stored, mut live, mut segments) = (0u64, 0u64, 0u64);
+        for s in st.segs.values() {
+            if s.durable {
+                segments += 1;
+                stored += s.data_blocks as u64;
+            }
+            live += s.live_blocks as u64;
+        }
+        Stats {
+            segments,
+            stored_blocks: stored,
+            live_blocks: live,
+            extents: st.map.len() as u64,
+            map_heap_bytes: st.map.heap_bytes() as u64,
+            client_bytes_written: Counters::get(&i.counters.client_bytes_written),
+            store_bytes_written: Counters::get(&i.counters.store_bytes_written),
+            gc_bytes_copied: Counters::get(&i.counters.gc_bytes_copied),
+            gc_runs: Counters::get(&i.counters.gc_runs),
+            segments_deleted: Counters::get(&i.counters.segments_deleted),
+            checkpoints: Counters::get(&i.counters.checkpoints),
+            next_seq: st.next_seq,
+            durable_seq: st.durable_upto,
+            last_checkpoint_seq: st.last_ckpt,
+        }
     }
-    /// Flush, checkpoint, stop background threads.
-    pub fn close(self) -> Result<()> {
-        todo!()
+
+    /// Flush, checkpoint and stop the background threads. Further calls
+    /// fail with `Unavailable`.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.state.lock().closed {
+            return Ok(());
+        }
+        let res = if self.inner.opts.read_only {
+            Ok(())
+        } else {
+            self.inner.flush().and_then(|()| self.inner.checkpoint())
+        };
+        self.inner.state.lock().closed = true;
+        self.stop_threads();
+        res
+    }
+
+    fn stop_threads(&self) {
+        self.inner.shutdown.store(true, Ordering::Release);
+        self.inner.changed.notify_all();
+        self.inner.wake_maintenance();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        if !self.inner.state.lock().closed && !self.inner.opts.read_only {
+            warn!("image dropped without close: unflushed writes are lost");
+        }
+        self.stop_threads();
+    }
+}
+
+/// Background maintenance: checkpoints every `checkpoint_every` segments,
+/// GC when utilization is below the threshold.
+fn maintenance(inner: Arc<Inner>) {
+    let mut last_ckpt = std::time::Instant::now();
+    while !inner.is_shutdown() {
+        {
+            let mut w = inner.maint_mutex.lock();
+            if !*w {
+                let _ = inner.maint_wake.wait_for(&mut w, inner.opts.gc.interval);
+            }
+            *w = false;
+        }
+        if inner.is_shutdown() {
+            break;
+        }
+        let (want_ckpt, zombies) = {
+            let st = inner.state.lock();
+            (
+                st.segs_since_ckpt >= inner.opts.checkpoint_every,
+                st.segs.values().any(|s| s.zombie.is_some()),
+            )
+        };
+        // Zombies are deleted only after checkpoints: don't let them wait
+        // for `checkpoint_every` segments when GC has produced some.
+        if want_ckpt || (zombies && last_ckpt.elapsed() > Duration::from_secs(1)) {
+            if let Err(e) = inner.checkpoint() {
+                warn!(error = %e, "background checkpoint failed");
+            }
+            last_ckpt = std::time::Instant::now();
+        }
+        if inner.opts.gc.enabled && inner.utilization() * 100.0 < inner.opts.gc.threshold_pct as f64 {
+            match inner.gc_once() {
+                Ok(r) if !r.victims.is_empty() => {
+                    // Zombies need checkpoints to be deleted.
+                    if let Err(e) = inner.checkpoint() {
+                        warn!(error = %e, "checkpoint after gc failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "gc pass failed"),
+            }
+        }
     }
 }
 
 /// Read the superblock of the image in `store` without opening it.
-pub fn read_info(_store: &dyn SegmentStore) -> Result<ImageInfo> {
-    todo!()
-}
-
-/// Check every crc of every segment and checkpoint and the map against the log.
-pub fn fsck(_store: &dyn SegmentStore) -> Result<FsckReport> {
-    todo!()
+pub fn read_info(store: &dyn SegmentStore) -> Result<ImageInfo> {
+    let sb = recovery::read_superblock(store)?;
+    Ok(info_of(&sb, store))
 }

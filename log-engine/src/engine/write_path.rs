@@ -1,0 +1,280 @@
+//! The write path: client writes and discards go into the open batch (and
+//! the extent map) under the state lock; a full batch is sealed and handed to
+//! the uploader threads, which build the segment object and store it; a
+//! segment counts once the store acknowledged it (`mark_durable`). `flush`
+//! seals the open batch and waits until every segment up to it is durable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::MutexGuard;
+use tracing::{debug, warn};
+
+use super::state::{Batch, Counters, Inner, SegInfo, State};
+use crate::extent_map::{MapExtent, Target};
+use crate::format::segment::{build_segment, Record, RecordKind, SegmentKind};
+use crate::{Error, Result};
+
+impl Inner {
+    /// Check a byte range: 4 KiB aligned and inside the image.
+    pub(crate) fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        if offset % 4096 != 0 || len % 4096 != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} and length {len} must be multiples of 4096"
+            )));
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.sb.size => Ok(()),
+            _ => Err(Error::InvalidArgument(format!(
+                "range {offset}+{len} is past the end of the image ({} bytes)",
+                self.sb.size
+            ))),
+        }
+    }
+
+    pub(crate) fn check_writable(&self, st: &State) -> Result<()> {
+        if st.closed {
+            return Err(Error::Unavailable("image is closed".into()));
+        }
+        if self.opts.read_only {
+            return Err(Error::Unavailable("image is open read-only".into()));
+        }
+        Ok(())
+    }
+
+    /// Wait (bounded by `store_timeout`) while too much sealed data waits
+    /// for the store: backpressure instead of unbounded memory.
+    fn wait_for_room<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        let deadline = Instant::now() + self.opts.store_timeout;
+        while st.pending_bytes > self.opts.max_pending_bytes {
+            if self.changed.wait_until(&mut st, deadline).timed_out() {
+                return Err(Error::Timeout(format!(
+                    "{} bytes wait for the store ({}); last store error: {}",
+                    st.pending_bytes,
+                    self.store.describe(),
+                    st.last_upload_error.as_deref().unwrap_or("none")
+                )));
+            }
+        }
+        Ok(st)
+    }
+
+    /// The open batch, created with the next seq if there is none.
+    fn open_batch<'a>(&self, st: &'a mut State) -> &'a mut Batch {
+        if st.batch.is_none() {
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.segs.insert(seq, SegInfo::default());
+            st.batch = Some(Batch {
+                seq,
+                kind: SegmentKind::Write,
+                records: Vec::new(),
+                data: Vec::with_capacity(self.sb.segment_size as usize),
+                write_seq: (0, 0),
+            });
+        }
+        st.batch.as_mut().expect("batch was just created")
+    }
+
+    /// Client write of whole blocks.
+    pub(crate) fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len() as u64)?;
+        let seg_bytes = self.sb.segment_size as usize;
+        let mut lba = offset / 4096;
+        let mut rest = data;
+        let mut removed: Vec<MapExtent> = Vec::new();
+        while !rest.is_empty() {
+            let mut st = self.wait_for_room(self.state.lock())?;
+            self.check_writable(&st)?;
+            let room = seg_bytes - st.batch.as_ref().map_or(0, |b| b.data.len());
+            let n = room.min(rest.len());
+            let (now, later) = rest.split_at(n);
+            let blocks = (n / 4096) as u32;
+            st.write_seq += 1;
+            let wseq = st.write_seq;
+            let batch = self.open_batch(&mut st);
+            let seq = batch.seq;
+            let off = batch.data_blocks();
+            batch.data.extend_from_slice(now);
+            batch.records.push(Record {
+                lba,
+                len: blocks,
+                kind: RecordKind::Data,
+                src_seq: 0,
+                src_off: 0,
+            });
+            if batch.write_seq.0 == 0 {
+                batch.write_seq.0 = wseq;
+            }
+            batch.write_seq.1 = wseq;
+            let full = batch.data.len() >= seg_bytes;
+            removed.clear();
+            st.map.insert(lba, blocks, Target { seq, off }, &mut removed)?;
+            st.account_removed(&removed);
+            if let Some(s) = st.segs.get_mut(&seq) {
+                s.data_blocks += blocks;
+                s.live_blocks += blocks;
+            }
+            if full {
+                self.seal(&mut st);
+            }
+            drop(st);
+            Counters::add(&self.counters.client_bytes_written, n as u64);
+            lba += blocks as u64;
+            rest = later;
+        }
+        Ok(())
+    }
+
+    /// TRIM / WRITE_ZEROES: a discard record, the range unmapped.
+    pub(crate) fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut st = self.wait_for_room(self.state.lock())?;
+        self.check_writable(&st)?;
+        let mut lba = offset / 4096;
+        let end = lba + len / 4096;
+        let mut removed = Vec::new();
+        while lba < end {
+            let n = (end - lba).min(u32::MAX as u64 / 2) as u32;
+            st.write_seq += 1;
+            let wseq = st.write_seq;
+            let batch = self.open_batch(&mut st);
+            batch.records.push(Record {
+                lba,
+                len: n,
+                kind: RecordKind::Discard,
+                src_seq: 0,
+                src_off: 0,
+            });
+            if batch.write_seq.0 == 0 {
+                batch.write_seq.0 = wseq;
+            }
+            batch.write_seq.1 = wseq;
+            st.map.remove(lba, n as u64, &mut removed);
+            lba += n as u64;
+        }
+        st.account_removed(&removed);
+        // A segment's header must stay bounded: seal when records pile up.
+        if st.batch.as_ref().is_some_and(|b| b.records.len() >= 65536) {
+            self.seal(&mut st);
+        }
+        Ok(())
+    }
+
+    /// Seal the open batch (if any) and queue it for upload.
+    pub(crate) fn seal(&self, st: &mut State) {
+        if let Some(b) = st.batch.take() {
+            let b = Arc::new(b);
+            st.pending_bytes += b.data.len() as u64;
+            st.pending.insert(b.seq, b.clone());
+            debug!(seq = b.seq, bytes = b.data.len(), records = b.records.len(), "seal segment");
+            // The receiver lives in `self`, so the channel never disconnects.
+            let _ = self.upload_tx.send(b);
+        }
+    }
+
+    /// Make everything written before this call durable.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(Error::Unavailable("image is closed".into()));
+        }
+        self.seal(&mut st);
+        let target = st.last_assigned();
+        self.wait_durable(st, target)
+    }
+
+    /// Wait until every segment `<= target` is durable.
+    pub(crate) fn wait_durable(&self, mut st: MutexGuard<'_, State>, target: u64) -> Result<()> {
+        let deadline = Instant::now() + self.opts.store_timeout;
+        while st.durable_upto < target {
+            if self.is_shutdown() {
+                return Err(Error::Unavailable("image is shutting down".into()));
+            }
+            if self.changed.wait_until(&mut st, deadline).timed_out() && st.durable_upto < target {
+                return Err(Error::Timeout(format!(
+                    "segment {:016x} not durable in {} after {:?}; last store error: {}",
+                    st.durable_upto + 1,
+                    self.store.describe(),
+                    self.opts.store_timeout,
+                    st.last_upload_error.as_deref().unwrap_or("none")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Build and store one sealed batch, retrying with backoff until the
+    /// store acknowledges it or the image shuts down.
+    pub(crate) fn upload(&self, b: &Batch) {
+        let object = match build_segment(
+            &self.sb.uuid,
+            b.seq,
+            b.kind,
+            &b.records,
+            &b.data,
+            self.sb.compression,
+            self.sb.chunk_size,
+            b.write_seq,
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                // A bug, not a store problem: the batch is inconsistent.
+                // Keep the data in memory (reads still work) and say so loudly.
+                tracing::error!(seq = b.seq, error = %e, "cannot build segment");
+                self.state.lock().last_upload_error = Some(format!("build segment {:016x}: {e}", b.seq));
+                return;
+            }
+        };
+        let mut delay = Duration::from_millis(10);
+        loop {
+            match self.store.write_segment(b.seq, &object) {
+                Ok(()) => break,
+                Err(Error::Exists(_)) if self.same_segment_stored(b.seq, &object) => break,
+                Err(e) => {
+                    warn!(seq = b.seq, error = %e, "segment upload failed; retrying");
+                    self.state.lock().last_upload_error = Some(e.to_string());
+                    if matches!(e, Error::NoSpace(_)) {
+                        self.wake_maintenance();
+                    }
+                    if self.is_shutdown() {
+                        return;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        Counters::add(&self.counters.store_bytes_written, object.len() as u64);
+        let mut st = self.state.lock();
+        st.mark_durable(b.seq);
+        st.segs_since_ckpt += 1;
+        let want_ckpt = st.segs_since_ckpt >= self.opts.checkpoint_every;
+        drop(st);
+        self.changed.notify_all();
+        if want_ckpt {
+            self.wake_maintenance();
+        }
+    }
+
+    /// After an `Exists` answer (e.g. a retry after a timeout that did
+    /// write), the segment counts only if the stored bytes are ours.
+    fn same_segment_stored(&self, seq: u64, object: &[u8]) -> bool {
+        let mut buf = vec![0u8; object.len()];
+        self.store.read_segment(seq, 0, &mut buf).is_ok() && buf == object
+    }
+}
+
+/// Uploader thread body.
+pub(crate) fn uploader(inner: Arc<Inner>) {
+    while !inner.is_shutdown() {
+        match inner.upload_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(b) => inner.upload(&b),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
