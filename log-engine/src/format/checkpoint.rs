@@ -385,3 +385,344 @@ pub fn decode_part(
     r.expect_end()?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const UUID: [u8; 16] = *b"fedcba9876543210";
+
+    fn ext(lba: u64, len: u32, seg_off: u32, seq: u64) -> MapExtent {
+        MapExtent {
+            lba,
+            len,
+            seg_off,
+            seq,
+        }
+    }
+
+    fn extents() -> Vec<MapExtent> {
+        vec![
+            ext(0, 3, 0, 1),
+            ext(3, 1, 9, 4),
+            ext(100, 70, 0, 7),
+            ext(1 << 39, 2, 5, 7),
+        ]
+    }
+
+    fn manifest() -> Manifest {
+        let ex = extents();
+        let blob = encode_part(&UUID, 7, 0, &ex);
+        Manifest {
+            uuid: UUID,
+            ckpt_seq: 7,
+            next_seq: 9,
+            last_write_seq: 12345,
+            parts: vec![PartEntry::of(&ex, &blob)],
+            segments: vec![
+                SegmentStat {
+                    seq: 1,
+                    data_blocks: 3,
+                    live_blocks: 3,
+                    zombie: false,
+                    unit: None,
+                },
+                SegmentStat {
+                    seq: 2,
+                    data_blocks: 8,
+                    live_blocks: 0,
+                    zombie: true,
+                    unit: Some(4),
+                },
+            ],
+        }
+    }
+
+    fn is_corrupt_named<T: std::fmt::Debug>(r: &Result<T>, name: &str) -> bool {
+        matches!(r, Err(Error::Corrupt { what, .. }) if what.ends_with(name))
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(manifest_name(0x2a), "ckpt.000000000000002a");
+        assert_eq!(part_name(0x2a, 3), "ckpt.000000000000002a.00000003");
+        assert_eq!(parse_manifest_name("ckpt.000000000000002a"), Some(0x2a));
+        assert_eq!(
+            parse_manifest_name(&manifest_name(u64::MAX)),
+            Some(u64::MAX)
+        );
+        for bad in [
+            "ckpt.000000000000002a.00000003",
+            "ckpt.000000000000002A",
+            "ckpt.00000000000002a",
+            "ckpt.+00000000000002a",
+            "superblock",
+            "ckpt.",
+        ] {
+            assert_eq!(parse_manifest_name(bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_part_name("ckpt.000000000000002a.00000003"),
+            Some((0x2a, 3))
+        );
+        assert_eq!(parse_part_name("ckpt.000000000000002a"), None);
+        assert_eq!(parse_part_name("ckpt.000000000000002a.3"), None);
+    }
+
+    #[test]
+    fn manifest_round_trip() {
+        let m = manifest();
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&UUID, 7, &bytes).unwrap(), m);
+        let empty = Manifest {
+            parts: vec![],
+            segments: vec![],
+            ckpt_seq: 0,
+            next_seq: 1,
+            ..m
+        };
+        assert_eq!(Manifest::decode(&UUID, 0, &empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
+    fn manifest_wrong_uuid_or_seq() {
+        let bytes = manifest().encode();
+        let name = manifest_name(7);
+        assert!(is_corrupt_named(
+            &Manifest::decode(b"0000000000000000", 7, &bytes),
+            &name
+        ));
+        assert!(is_corrupt_named(
+            &Manifest::decode(&UUID, 8, &bytes),
+            &manifest_name(8)
+        ));
+    }
+
+    #[test]
+    fn manifest_invariants_are_checked() {
+        let bad = [
+            Manifest {
+                next_seq: 7,
+                ..manifest()
+            },
+            Manifest {
+                segments: vec![manifest().segments[1], manifest().segments[0]],
+                ..manifest()
+            },
+            Manifest {
+                segments: vec![SegmentStat {
+                    seq: 9,
+                    ..manifest().segments[0]
+                }],
+                ..manifest()
+            },
+            Manifest {
+                segments: vec![SegmentStat {
+                    live_blocks: 4,
+                    ..manifest().segments[0]
+                }],
+                ..manifest()
+            },
+            Manifest {
+                parts: vec![manifest().parts[0], manifest().parts[0]],
+                ..manifest()
+            },
+            Manifest {
+                parts: vec![PartEntry {
+                    blob_len: 99,
+                    ..manifest().parts[0]
+                }],
+                ..manifest()
+            },
+            Manifest {
+                parts: vec![PartEntry {
+                    n_extents: 0,
+                    blob_len: part_blob_len(0),
+                    ..manifest().parts[0]
+                }],
+                ..manifest()
+            },
+        ];
+        for m in bad {
+            let r = Manifest::decode(&UUID, 7, &m.encode());
+            assert!(is_corrupt_named(&r, &manifest_name(7)), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn manifest_bit_flips_and_truncations() {
+        let bytes = manifest().encode();
+        let name = manifest_name(7);
+        for bit in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                is_corrupt_named(&Manifest::decode(&UUID, 7, &b), &name),
+                "bit {bit}"
+            );
+        }
+        for len in 0..bytes.len() {
+            assert!(is_corrupt_named(
+                &Manifest::decode(&UUID, 7, &bytes[..len]),
+                &name
+            ));
+        }
+    }
+
+    #[test]
+    fn part_round_trip_and_entry() {
+        let ex = extents();
+        let blob = encode_part(&UUID, 7, 3, &ex);
+        let entry = PartEntry::of(&ex, &blob);
+        assert_eq!(entry.first_lba, 0);
+        assert_eq!(entry.n_extents, 4);
+        assert_eq!(entry.blob_len, blob.len() as u64);
+        assert_eq!(blob.len() as u64, part_blob_len(4));
+        assert_eq!(decode_part(&UUID, 7, 3, &entry, &blob).unwrap(), ex);
+    }
+
+    #[test]
+    fn part_whole_blob_crc_is_constant() {
+        // Why the manifest stores the part's own crc, not the whole blob's.
+        let a = encode_part(&UUID, 7, 0, &extents());
+        let b = encode_part(&UUID, 8, 1, &extents()[..1]);
+        assert_eq!(crc32c::crc32c(&a), crc32c::crc32c(&b));
+        assert_ne!(
+            PartEntry::of(&extents(), &a).crc,
+            PartEntry::of(&extents()[..1], &b).crc
+        );
+    }
+
+    #[test]
+    fn part_mismatches_are_refused() {
+        let ex = extents();
+        let blob = encode_part(&UUID, 7, 3, &ex);
+        let entry = PartEntry::of(&ex, &blob);
+        let name = part_name(7, 3);
+        // Another image, checkpoint or index.
+        assert!(is_corrupt_named(
+            &decode_part(b"0000000000000000", 7, 3, &entry, &blob),
+            &name
+        ));
+        assert!(is_corrupt_named(
+            &decode_part(&UUID, 8, 3, &entry, &blob),
+            &part_name(8, 3)
+        ));
+        assert!(is_corrupt_named(
+            &decode_part(&UUID, 7, 2, &entry, &blob),
+            &part_name(7, 2)
+        ));
+        // A stale part of the same size: crc differs from the manifest's.
+        let mut other = ex.clone();
+        other[1].seg_off = 10;
+        let stale = encode_part(&UUID, 7, 3, &other);
+        assert_eq!(stale.len(), blob.len());
+        assert!(is_corrupt_named(
+            &decode_part(&UUID, 7, 3, &entry, &stale),
+            &name
+        ));
+    }
+
+    #[test]
+    fn part_invariants_are_checked() {
+        let bad = [
+            vec![ext(5, 3, 0, 1), ext(2, 1, 0, 1)], // unsorted
+            vec![ext(5, 3, 0, 1), ext(7, 1, 0, 1)], // overlap
+            vec![ext(5, 0, 0, 1)],                  // empty extent
+            vec![ext(5, 1, 0, 8)],                  // seq > C
+            vec![ext(5, 1, 0, 0)],                  // seq 0
+            vec![ext(u64::MAX, 1, 0, 1)],           // overflow
+            vec![ext(5, 2, u32::MAX, 1)],           // offset overflow
+        ];
+        for ex in bad {
+            let blob = encode_part(&UUID, 7, 0, &ex);
+            let entry = PartEntry::of(&ex, &blob);
+            assert!(
+                is_corrupt_named(&decode_part(&UUID, 7, 0, &entry, &blob), &part_name(7, 0)),
+                "{ex:?}"
+            );
+        }
+        // first_lba disagreeing with the manifest.
+        let ex = extents();
+        let blob = encode_part(&UUID, 7, 0, &ex);
+        let entry = PartEntry {
+            first_lba: 1,
+            ..PartEntry::of(&ex, &blob)
+        };
+        assert!(decode_part(&UUID, 7, 0, &entry, &blob).is_err());
+    }
+
+    #[test]
+    fn part_bit_flips_and_truncations() {
+        let ex = extents();
+        let blob = encode_part(&UUID, 7, 1, &ex);
+        let entry = PartEntry::of(&ex, &blob);
+        let name = part_name(7, 1);
+        for bit in 0..blob.len() * 8 {
+            let mut b = blob.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                is_corrupt_named(&decode_part(&UUID, 7, 1, &entry, &b), &name),
+                "bit {bit}"
+            );
+        }
+        for len in 0..blob.len() {
+            assert!(is_corrupt_named(
+                &decode_part(&UUID, 7, 1, &entry, &blob[..len]),
+                &name
+            ));
+        }
+    }
+
+    #[test]
+    fn split_bounds_parts() {
+        let ex: Vec<MapExtent> = (0..10).map(|i| ext(i * 2, 1, 0, 1)).collect();
+        let parts = split_into_parts(&ex, 4);
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(parts.concat(), ex);
+        assert_eq!(split_into_parts(&ex, 0).len(), 10);
+        assert!(split_into_parts(&[], 4).is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn prop_checkpoint_round_trip(
+            gaps in proptest::collection::vec((0u64..1000, 1u32..500, any::<u32>(), 1u64..50), 0..60),
+            max in 1usize..8,
+            segs in proptest::collection::vec((1u64..5, any::<u32>(), any::<u32>(), any::<bool>(), proptest::option::of(0u32..u32::MAX)), 0..10),
+        ) {
+            let mut lba = 0u64;
+            let mut ex = Vec::new();
+            for (gap, len, off, seq) in gaps {
+                lba += gap;
+                ex.push(ext(lba, len, off / 2, seq));
+                lba += u64::from(len);
+            }
+            let mut seq = 0u64;
+            let segments: Vec<SegmentStat> = segs.into_iter().map(|(d, a, b, zombie, unit)| {
+                seq += d;
+                SegmentStat { seq, data_blocks: a.max(b), live_blocks: a.min(b), zombie, unit }
+            }).collect();
+            let parts = split_into_parts(&ex, max);
+            let blobs: Vec<Vec<u8>> = parts.iter().enumerate()
+                .map(|(k, p)| encode_part(&UUID, 50, k as u32, p)).collect();
+            let m = Manifest {
+                uuid: UUID,
+                ckpt_seq: 50,
+                next_seq: 51 + seq,
+                last_write_seq: 3,
+                parts: parts.iter().zip(&blobs).map(|(p, b)| PartEntry::of(p, b)).collect(),
+                segments,
+            };
+            let back = Manifest::decode(&UUID, 50, &m.encode()).unwrap();
+            prop_assert_eq!(&back, &m);
+            let mut all = Vec::new();
+            for (k, (e, b)) in back.parts.iter().zip(&blobs).enumerate() {
+                all.extend(decode_part(&UUID, 50, k as u32, e, b).unwrap());
+            }
+            prop_assert_eq!(all, ex);
+        }
+    }
+}
