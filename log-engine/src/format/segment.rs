@@ -556,7 +556,9 @@ impl SegmentHeader {
 
     /// Length of the whole object: header, stored data, padding.
     pub fn object_len(&self) -> u64 {
-        u64::from(self.header_len) + self.stored_len.next_multiple_of(BLOCK_SIZE)
+        round_up(self.stored_len, BLOCK_SIZE)
+            .and_then(|s| s.checked_add(u64::from(self.header_len)))
+            .unwrap_or(u64::MAX)
     }
 
     /// For each record, the block offset of its first block in the logical
@@ -584,6 +586,10 @@ impl SegmentHeader {
         let cs = u64::from(self.chunk_size);
         let lo = k as u64 * cs;
         (lo, (lo + cs).min(self.data_len))
+    }
+
+    fn bad_table(&self, k: usize) -> Error {
+        Error::corrupt(self.what(), format!("chunk {k}: inconsistent chunk table"))
     }
 
     fn chunk(&self, k: usize) -> Result<&ChunkEntry> {
@@ -675,11 +681,15 @@ impl SegmentHeader {
         let first = *self.chunk(k0)?;
         let last = *self.chunk(k1 - 1)?;
         let s_lo = first.stored_off;
-        let s_hi = last.stored_off + u64::from(last.stored_len);
+        let s_hi = last.stored_off.saturating_add(u64::from(last.stored_len));
+        let span = s_hi
+            .checked_sub(s_lo)
+            .filter(|&n| n <= 2 * buf.len() as u64 + 2 * cs)
+            .ok_or_else(|| self.bad_table(k0))?;
         let obj_off = u64::from(self.header_len) + s_lo;
         let all_raw = (k0..k1).all(|k| {
             let (lo, hi) = self.chunk_range(k);
-            self.chunks[k].stored_len as u64 == hi - lo
+            self.chunks.get(k).map(|c| u64::from(c.stored_len)) == Some(hi - lo)
         });
         let (g_lo, _) = self.chunk_range(k0);
         let (_, g_hi) = self.chunk_range(k1 - 1);
@@ -695,14 +705,17 @@ impl SegmentHeader {
             return Ok(());
         }
 
-        let mut stored = vec![0u8; (s_hi - s_lo) as usize];
+        let mut stored = vec![0u8; span as usize];
         read_stored(obj_off, &mut stored)?;
         let mut dec = None;
         let mut tmp = Vec::new();
         for k in k0..k1 {
             let c = *self.chunk(k)?;
-            let at = (c.stored_off - s_lo) as usize;
-            let piece = &stored[at..at + c.stored_len as usize];
+            let piece = c
+                .stored_off
+                .checked_sub(s_lo)
+                .and_then(|at| stored.get(at as usize..at as usize + c.stored_len as usize))
+                .ok_or_else(|| self.bad_table(k))?;
             self.check_chunk_crc(k, piece)?;
             let (lo, hi) = self.chunk_range(k);
             let want_lo = lo.max(logical_off);
