@@ -7,6 +7,15 @@ pub mod codec;
 pub mod segment;
 pub mod superblock;
 
+pub use checkpoint::{
+    decode_part, encode_part, manifest_name, parse_manifest_name, part_name, split_into_parts,
+    Manifest, PartEntry, SegmentStat, PART_MAX_EXTENTS,
+};
+pub use segment::{
+    build_segment, decode_object, ChunkEntry, Record, RecordKind, SegmentHeader, SegmentKind,
+};
+pub use superblock::{SbRecord, Superblock};
+
 /// Block size of every image, bytes.
 pub const BLOCK_SIZE: u64 = 4096;
 /// Format version written by this build.
