@@ -18,10 +18,11 @@ pub fn parse_size(s: &str) -> Result<u64> {
         Some('t' | 'T') => (&t[..t.len() - 1], 40),
         _ => (t, 0),
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| Error::InvalidArgument(format!("bad size {s:?}: expected a number with an optional K/M/G/T suffix")))?;
+    let n: u64 = num.trim().parse().map_err(|_| {
+        Error::InvalidArgument(format!(
+            "bad size {s:?}: expected a number with an optional K/M/G/T suffix"
+        ))
+    })?;
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| Error::InvalidArgument(format!("size {s:?} is too large")))
 }

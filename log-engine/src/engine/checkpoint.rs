@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 use super::state::{Counters, Inner};
 use crate::extent_map::{ExtentMap, MapExtent};
 use crate::format::checkpoint::{
-    decode_part, encode_part, manifest_name, parse_manifest_name, part_name, Manifest,
-    PartEntry, SegmentStat, PART_MAX_EXTENTS,
+    decode_part, encode_part, manifest_name, parse_manifest_name, part_name, Manifest, PartEntry,
+    SegmentStat, PART_MAX_EXTENTS,
 };
 use crate::store::SegmentStore;
 use crate::{Error, Result};
@@ -56,7 +56,11 @@ impl Inner {
             })
             .collect();
         // Only zombies already unreferenced in this snapshot age with it.
-        let zombies: Vec<u64> = segments.iter().filter(|s| s.zombie).map(|s| s.seq).collect();
+        let zombies: Vec<u64> = segments
+            .iter()
+            .filter(|s| s.zombie)
+            .map(|s| s.seq)
+            .collect();
         let last_write_seq = st.write_seq;
         self.wait_durable(st, c)?;
 
@@ -65,12 +69,7 @@ impl Inner {
         for (k, chunk) in extents.chunks(PART_MAX_EXTENTS).enumerate() {
             let blob = encode_part(&uuid, c, k as u32, chunk);
             self.store.put_meta(&part_name(c, k as u32), &blob)?;
-            parts.push(PartEntry {
-                first_lba: chunk.first().map_or(0, |e| e.lba),
-                n_extents: chunk.len() as u32,
-                crc: crc32c::crc32c(&blob),
-                blob_len: blob.len() as u64,
-            });
+            parts.push(PartEntry::of(chunk, &blob));
         }
         let manifest = Manifest {
             uuid,
@@ -123,7 +122,9 @@ impl Inner {
                 Ok(()) => {
                     self.state.lock().segs.remove(&seq);
                     self.headers.lock().remove(seq);
-                    self.counters.segments_deleted.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .segments_deleted
+                        .fetch_add(1, Ordering::Relaxed);
                     debug!(seq, "segment deleted");
                 }
                 Err(e) => warn!(seq, error = %e, "cannot delete segment; will retry"),
@@ -162,24 +163,25 @@ pub(crate) fn list_checkpoints(store: &dyn SegmentStore) -> Result<Vec<u64>> {
 }
 
 /// Load and verify checkpoint `seq` (manifest and every part).
-pub(crate) fn load_checkpoint(store: &dyn SegmentStore, uuid: &[u8; 16], seq: u64) -> Result<LoadedCheckpoint> {
+pub(crate) fn load_checkpoint(
+    store: &dyn SegmentStore,
+    uuid: &[u8; 16],
+    seq: u64,
+) -> Result<LoadedCheckpoint> {
     let name = manifest_name(seq);
     let bytes = store
         .get_meta(&name)?
         .ok_or_else(|| Error::NotFound(format!("checkpoint {name}")))?;
-    let manifest = Manifest::decode(Some(uuid), &bytes)?;
-    if manifest.ckpt_seq != seq {
-        return Err(Error::corrupt(
-            format!("checkpoint {name}"),
-            format!("manifest says seq {:016x}", manifest.ckpt_seq),
-        ));
-    }
+    let manifest = Manifest::decode(uuid, seq, &bytes)?;
     let mut extents = Vec::new();
     for (k, entry) in manifest.parts.iter().enumerate() {
         let pname = part_name(seq, k as u32);
-        let blob = store
-            .get_meta(&pname)?
-            .ok_or_else(|| Error::corrupt(format!("checkpoint {name}"), format!("part {pname} is missing")))?;
+        let blob = store.get_meta(&pname)?.ok_or_else(|| {
+            Error::corrupt(
+                format!("checkpoint {name}"),
+                format!("part {pname} is missing"),
+            )
+        })?;
         extents.extend(decode_part(uuid, seq, k as u32, entry, &blob)?);
     }
     let map = ExtentMap::from_sorted(extents)

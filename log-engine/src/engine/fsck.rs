@@ -44,7 +44,10 @@ pub fn fsck(store: &dyn SegmentStore) -> Result<FsckReport> {
         ));
     }
     for seq in &r.leftovers {
-        rep.notes.push(format!("{}: unreferenced leftover (removed at next open)", segment_name(*seq)));
+        rep.notes.push(format!(
+            "{}: unreferenced leftover (removed at next open)",
+            segment_name(*seq)
+        ));
     }
 
     // Every stored segment, whole.

@@ -46,7 +46,9 @@ impl Inner {
             .segs
             .values()
             .filter(|s| s.durable && s.zombie.is_none())
-            .fold((0u64, 0u64), |(l, t), s| (l + s.live_blocks as u64, t + s.data_blocks as u64));
+            .fold((0u64, 0u64), |(l, t), s| {
+                (l + s.live_blocks as u64, t + s.data_blocks as u64)
+            });
         if total == 0 {
             1.0
         } else {
@@ -74,8 +76,16 @@ impl Inner {
                     .segs
                     .range(..=last_ckpt)
                     .filter(|(_, s)| eligible(s))
-                    .filter(|(_, s)| (s.live_blocks as u64) * 100 < threshold * s.data_blocks as u64)
-                    .map(|(&seq, s)| (s.live_blocks as u64 * 1000 / s.data_blocks as u64, s.live_blocks as u64, seq))
+                    .filter(|(_, s)| {
+                        (s.live_blocks as u64) * 100 < threshold * s.data_blocks as u64
+                    })
+                    .map(|(&seq, s)| {
+                        (
+                            s.live_blocks as u64 * 1000 / s.data_blocks as u64,
+                            s.live_blocks as u64,
+                            seq,
+                        )
+                    })
                     .collect();
                 cands.sort_unstable();
                 let mut copied = 0;
@@ -91,7 +101,9 @@ impl Inner {
                 let open = self.store.open_units();
                 let mut units: BTreeMap<u32, (u64, u64, Vec<u64>, bool)> = BTreeMap::new();
                 for (&seq, s) in st.segs.iter() {
-                    let Some(u) = self.store.segment_unit(seq) else { continue };
+                    let Some(u) = self.store.segment_unit(seq) else {
+                        continue;
+                    };
                     let e = units.entry(u).or_default();
                     e.2.push(seq);
                     // A unit qualifies only if every segment in it can be cleaned now.
@@ -119,7 +131,11 @@ impl Inner {
                     if let Some((_, _, seqs, _)) = units.remove(&u) {
                         victims = seqs
                             .into_iter()
-                            .filter(|s| st.segs.get(s).is_some_and(|i| i.durable && i.zombie.is_none()))
+                            .filter(|s| {
+                                st.segs
+                                    .get(s)
+                                    .is_some_and(|i| i.durable && i.zombie.is_none())
+                            })
                             .collect();
                     }
                 }
@@ -151,10 +167,20 @@ impl Inner {
                 for (rec, off) in hdr.records.iter().zip(offsets) {
                     let Some(off) = off else { continue };
                     for p in st.map.lookup(rec.lba, rec.len as u64) {
-                        if let Piece { lba, len, target: Some(t) } = p {
+                        if let Piece {
+                            lba,
+                            len,
+                            target: Some(t),
+                        } = p
+                        {
                             let want = off as u64 + (lba - rec.lba);
                             if t.seq == v && t.off as u64 == want {
-                                runs.push(LiveRun { lba, len, src_seq: v, src_off: t.off });
+                                runs.push(LiveRun {
+                                    lba,
+                                    len,
+                                    src_seq: v,
+                                    src_off: t.off,
+                                });
                             }
                         }
                     }
@@ -201,13 +227,21 @@ impl Inner {
                     s.zombie = Some(0);
                     report.victims.push(v);
                 } else {
-                    debug!(seq = v, live = s.live_blocks, "victim still live after copy; kept");
+                    debug!(
+                        seq = v,
+                        live = s.live_blocks,
+                        "victim still live after copy; kept"
+                    );
                 }
             }
         }
         drop(st);
         Counters::add(&self.counters.gc_bytes_copied, report.blocks_copied * 4096);
-        info!(victims = report.victims.len(), blocks = report.blocks_copied, "gc pass");
+        info!(
+            victims = report.victims.len(),
+            blocks = report.blocks_copied,
+            "gc pass"
+        );
         Ok(report)
     }
 
@@ -224,7 +258,10 @@ impl Inner {
             live += st.map.remap_if(
                 r.lba,
                 r.len,
-                Target { seq: r.src_seq, off: r.src_off },
+                Target {
+                    seq: r.src_seq,
+                    off: r.src_off,
+                },
                 Target { seq, off },
                 &mut removed,
             )?;

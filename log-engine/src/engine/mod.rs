@@ -172,7 +172,9 @@ pub struct Image {
 
 impl std::fmt::Debug for Image {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Image").field("store", &self.inner.store.describe()).finish()
+        f.debug_struct("Image")
+            .field("store", &self.inner.store.describe())
+            .finish()
     }
 }
 
@@ -195,7 +197,10 @@ impl Image {
     pub fn create(store: Arc<dyn SegmentStore>, opts: &CreateOptions) -> Result<ImageInfo> {
         let sb = Superblock::new(opts.size, opts.segment_size, opts.compression)?;
         if store.get_meta("superblock")?.is_some() {
-            return Err(Error::Exists(format!("an image already lives in {}", store.describe())));
+            return Err(Error::Exists(format!(
+                "an image already lives in {}",
+                store.describe()
+            )));
         }
         let manifest = Manifest {
             uuid: sb.uuid,
@@ -215,7 +220,9 @@ impl Image {
     /// contiguous log after it.
     pub fn open(store: Arc<dyn SegmentStore>, opts: OpenOptions) -> Result<Image> {
         if opts.upload_threads == 0 || opts.checkpoint_every == 0 {
-            return Err(Error::InvalidArgument("upload_threads and checkpoint_every must be > 0".into()));
+            return Err(Error::InvalidArgument(
+                "upload_threads and checkpoint_every must be > 0".into(),
+            ));
         }
         let sb = recovery::read_superblock(&*store)?;
         let r = recovery::recover(&*store, &sb)?;
@@ -427,7 +434,8 @@ fn maintenance(inner: Arc<Inner>) {
             }
             last_ckpt = std::time::Instant::now();
         }
-        if inner.opts.gc.enabled && inner.utilization() * 100.0 < inner.opts.gc.threshold_pct as f64 {
+        if inner.opts.gc.enabled && inner.utilization() * 100.0 < inner.opts.gc.threshold_pct as f64
+        {
             match inner.gc_once() {
                 Ok(r) if !r.victims.is_empty() => {
                     // Zombies need checkpoints to be deleted.

@@ -56,10 +56,17 @@ impl Inner {
     }
 
     /// Read logical data of a stored segment, crc-checked.
-    pub(crate) fn read_segment_data(&self, seq: u64, logical_off: u64, out: &mut [u8]) -> Result<()> {
+    pub(crate) fn read_segment_data(
+        &self,
+        seq: u64,
+        logical_off: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
         let hdr = self.segment_header(seq)?;
         let store = &self.store;
-        hdr.read_data(logical_off, out, &mut |pos, b| store.read_segment(seq, pos, b))
+        hdr.read_data(logical_off, out, &mut |pos, b| {
+            store.read_segment(seq, pos, b)
+        })
     }
 
     /// A segment's verified header, from the cache or the store.
@@ -80,10 +87,12 @@ pub(crate) fn load_header(
     seq: u64,
 ) -> Result<SegmentHeader> {
     let mut first = vec![0u8; 4096];
-    store.read_segment(seq, 0, &mut first).map_err(|e| match e {
-        Error::NotFound(_) => Error::NotFound(segment_name(seq)),
-        e => e,
-    })?;
+    store
+        .read_segment(seq, 0, &mut first)
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound(segment_name(seq)),
+            e => e,
+        })?;
     let hlen = SegmentHeader::fixed_len_hint(&first, seq)? as usize;
     if hlen > first.len() {
         let mut rest = vec![0u8; hlen - first.len()];
@@ -93,7 +102,10 @@ pub(crate) fn load_header(
             .read_segment(seq, first.len() as u64, &mut rest)
             .map_err(|e| match e {
                 e if e.is_transient() => e,
-                e => Error::corrupt(segment_name(seq), format!("header length {hlen} unreadable: {e}")),
+                e => Error::corrupt(
+                    segment_name(seq),
+                    format!("header length {hlen} unreadable: {e}"),
+                ),
             })?;
         first.extend_from_slice(&rest);
     }

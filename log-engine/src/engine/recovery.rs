@@ -50,9 +50,9 @@ pub(crate) struct Recovered {
 
 /// Read and verify the superblock.
 pub(crate) fn read_superblock(store: &dyn SegmentStore) -> Result<Superblock> {
-    let bytes = store.get_meta("superblock")?.ok_or_else(|| {
-        Error::NotFound(format!("no lsvd superblock in {}", store.describe()))
-    })?;
+    let bytes = store
+        .get_meta("superblock")?
+        .ok_or_else(|| Error::NotFound(format!("no lsvd superblock in {}", store.describe())))?;
     Superblock::decode(&bytes)
 }
 
@@ -119,7 +119,8 @@ pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recov
             ));
         }
     }
-    r.segs.retain(|seq, info| stored_seqs.contains(seq) || info.live_blocks > 0);
+    r.segs
+        .retain(|seq, info| stored_seqs.contains(seq) || info.live_blocks > 0);
     r.leftovers = stored_seqs
         .range(..=r.ckpt_seq)
         .filter(|s| !r.segs.contains_key(s))
@@ -165,7 +166,11 @@ pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recov
 }
 
 /// Apply one verified segment's records to the map and the table.
-pub(crate) fn apply_segment(r: &mut Recovered, hdr: &SegmentHeader, removed: &mut Vec<MapExtent>) -> Result<()> {
+pub(crate) fn apply_segment(
+    r: &mut Recovered,
+    hdr: &SegmentHeader,
+    removed: &mut Vec<MapExtent>,
+) -> Result<()> {
     let seq = hdr.seq;
     let offsets = hdr.data_offsets();
     let data_blocks = (hdr.data_len / 4096) as u32;
@@ -183,14 +188,18 @@ pub(crate) fn apply_segment(r: &mut Recovered, hdr: &SegmentHeader, removed: &mu
         removed.clear();
         match (rec.kind, off) {
             (RecordKind::Data, Some(off)) => {
-                r.map.insert(rec.lba, rec.len, Target { seq, off }, removed)?;
+                r.map
+                    .insert(rec.lba, rec.len, Target { seq, off }, removed)?;
                 live += rec.len as i64;
             }
             (RecordKind::GcCopy, Some(off)) => {
                 let n = r.map.remap_if(
                     rec.lba,
                     rec.len,
-                    Target { seq: rec.src_seq, off: rec.src_off },
+                    Target {
+                        seq: rec.src_seq,
+                        off: rec.src_off,
+                    },
                     Target { seq, off },
                     removed,
                 )?;
@@ -198,7 +207,10 @@ pub(crate) fn apply_segment(r: &mut Recovered, hdr: &SegmentHeader, removed: &mu
             }
             (RecordKind::Discard, _) => r.map.remove(rec.lba, rec.len as u64, removed),
             (_, None) => {
-                return Err(Error::corrupt(segment_name(seq), "data record without data offset"));
+                return Err(Error::corrupt(
+                    segment_name(seq),
+                    "data record without data offset",
+                ));
             }
         }
         for x in removed.iter() {

@@ -182,9 +182,6 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub fn blocks(&self) -> u64 {
-        self.sb.size / 4096
-    }
     pub fn seg_blocks(&self) -> u32 {
         self.sb.segment_size / 4096
     }

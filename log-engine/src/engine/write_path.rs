@@ -109,7 +109,8 @@ impl Inner {
             batch.write_seq.1 = wseq;
             let full = batch.data.len() >= seg_bytes;
             removed.clear();
-            st.map.insert(lba, blocks, Target { seq, off }, &mut removed)?;
+            st.map
+                .insert(lba, blocks, Target { seq, off }, &mut removed)?;
             st.account_removed(&removed);
             if let Some(s) = st.segs.get_mut(&seq) {
                 s.data_blocks += blocks;
@@ -170,7 +171,12 @@ impl Inner {
             let b = Arc::new(b);
             st.pending_bytes += b.data.len() as u64;
             st.pending.insert(b.seq, b.clone());
-            debug!(seq = b.seq, bytes = b.data.len(), records = b.records.len(), "seal segment");
+            debug!(
+                seq = b.seq,
+                bytes = b.data.len(),
+                records = b.records.len(),
+                "seal segment"
+            );
             // The receiver lives in `self`, so the channel never disconnects.
             let _ = self.upload_tx.send(b);
         }
@@ -225,7 +231,8 @@ impl Inner {
                 // A bug, not a store problem: the batch is inconsistent.
                 // Keep the data in memory (reads still work) and say so loudly.
                 tracing::error!(seq = b.seq, error = %e, "cannot build segment");
-                self.state.lock().last_upload_error = Some(format!("build segment {:016x}: {e}", b.seq));
+                self.state.lock().last_upload_error =
+                    Some(format!("build segment {:016x}: {e}", b.seq));
                 return;
             }
         };
