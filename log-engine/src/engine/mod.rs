@@ -455,3 +455,6 @@ pub fn read_info(store: &dyn SegmentStore) -> Result<ImageInfo> {
     let sb = recovery::read_superblock(store)?;
     Ok(info_of(&sb, store))
 }
+
+#[cfg(test)]
+mod tests;

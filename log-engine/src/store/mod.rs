@@ -25,6 +25,7 @@
 //!   store did not acknowledge.
 
 pub mod dir;
+pub mod mem;
 pub mod spec;
 
 use crate::Result;

@@ -1,0 +1,229 @@
+//! Engine unit tests on the in-memory store (fault injection included).
+//! The model-based and crash tests on the real stores are in `tests/`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::store::mem::{Fault, MemStore};
+
+fn opts() -> OpenOptions {
+    OpenOptions {
+        upload_threads: 2,
+        max_pending_bytes: 4 << 20,
+        checkpoint_every: 4,
+        gc: GcConfig {
+            enabled: false,
+            ..GcConfig::default()
+        },
+        store_timeout: Duration::from_secs(10),
+        read_only: false,
+    }
+}
+
+fn new_image(blocks: u64) -> (Arc<MemStore>, Image) {
+    let store = Arc::new(MemStore::new());
+    Image::create(
+        store.clone(),
+        &CreateOptions {
+            size: blocks * 4096,
+            segment_size: 64 << 10,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let img = Image::open(store.clone(), opts()).unwrap();
+    (store, img)
+}
+
+fn pat(v: u8, blocks: usize) -> Vec<u8> {
+    vec![v; blocks * 4096]
+}
+
+#[test]
+fn write_read_reopen() {
+    let (store, img) = new_image(256);
+    img.write(0, &pat(1, 3)).unwrap();
+    img.write(8192, &pat(2, 40)).unwrap(); // spans several 16-block segments
+    let mut b = vec![0u8; 4096 * 50];
+    img.read(0, &mut b).unwrap();
+    assert!(b[..8192].iter().all(|&x| x == 1));
+    assert!(b[8192..8192 + 40 * 4096].iter().all(|&x| x == 2));
+    assert!(b[8192 + 40 * 4096..].iter().all(|&x| x == 0));
+    img.close().unwrap();
+    assert!(img.read(0, &mut b).is_err(), "closed image must refuse reads");
+    let img = Image::open(store, opts()).unwrap();
+    let mut c = vec![0u8; 4096 * 50];
+    img.read(0, &mut c).unwrap();
+    assert_eq!(b, c);
+    img.close().unwrap();
+}
+
+#[test]
+fn bad_requests_are_refused() {
+    let (_s, img) = new_image(16);
+    assert!(matches!(img.write(100, &pat(1, 1)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(img.write(0, &[0u8; 100]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(img.write(16 * 4096, &pat(1, 1)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(img.write(u64::MAX - 4095, &pat(1, 1)), Err(Error::InvalidArgument(_))));
+    let mut b = vec![0u8; 8192];
+    assert!(matches!(img.read(15 * 4096, &mut b), Err(Error::InvalidArgument(_))));
+    assert!(matches!(img.discard(0, 17 * 4096), Err(Error::InvalidArgument(_))));
+    img.close().unwrap();
+}
+
+#[test]
+fn discard_and_zeroes_survive_restart() {
+    let (store, img) = new_image(64);
+    img.write(0, &pat(7, 64)).unwrap();
+    img.flush().unwrap();
+    img.checkpoint().unwrap();
+    img.discard(4096 * 4, 4096 * 8).unwrap();
+    img.write_zeroes(4096 * 40, 4096 * 2).unwrap();
+    img.flush().unwrap();
+    drop(img); // crash after flush: discards must be durable
+    let img = Image::open(store, opts()).unwrap();
+    let mut b = pat(0xff, 64);
+    img.read(0, &mut b).unwrap();
+    for blk in 0..64 {
+        let zero = (4..12).contains(&blk) || (40..42).contains(&blk);
+        let want = if zero { 0 } else { 7 };
+        assert!(b[blk * 4096..(blk + 1) * 4096].iter().all(|&x| x == want), "block {blk}");
+    }
+    img.close().unwrap();
+}
+
+#[test]
+fn dead_store_flush_times_out_then_recovers() {
+    let (store, _) = (Arc::new(MemStore::new()), ());
+    Image::create(store.clone(), &CreateOptions { size: 1 << 20, segment_size: 64 << 10, compression: Compression::None }).unwrap();
+    let img = Image::open(
+        store.clone(),
+        OpenOptions {
+            store_timeout: Duration::from_millis(300),
+            ..opts()
+        },
+    )
+    .unwrap();
+    store.set_fault(Fault::WriteTimeout, 0);
+    img.write(0, &pat(3, 4)).unwrap();
+    let err = img.flush().unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert!(err.to_string().contains("timed out (injected)"), "error should carry the store's: {err}");
+    // Data is still readable from memory while the store is down.
+    let mut b = pat(0, 4);
+    img.read(0, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 3));
+    // The store heals: the retried upload lands and flush succeeds.
+    store.set_fault(Fault::None, 0);
+    img.flush().unwrap();
+    img.close().unwrap();
+    let img = Image::open(store, opts()).unwrap();
+    let mut c = pat(0, 4);
+    img.read(0, &mut c).unwrap();
+    assert_eq!(b, c);
+    img.close().unwrap();
+}
+
+#[test]
+fn full_store_then_space_returns() {
+    let (store, img) = new_image(64);
+    store.set_fault(Fault::Full, 3);
+    img.write(0, &pat(9, 16)).unwrap();
+    img.flush().unwrap(); // retried past the three NoSpace answers
+    let mut b = pat(0, 16);
+    img.read(0, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 9));
+    img.close().unwrap();
+}
+
+#[test]
+fn dead_store_open_is_a_clear_error() {
+    let (store, img) = new_image(16);
+    img.close().unwrap();
+    store.set_fault(Fault::Dead, 0);
+    let err = Image::open(store, opts()).unwrap_err();
+    assert!(err.to_string().contains("dead"), "{err}");
+}
+
+#[test]
+fn read_only_refuses_writes() {
+    let (store, img) = new_image(16);
+    img.write(0, &pat(1, 1)).unwrap();
+    img.close().unwrap();
+    let img = Image::open(store, OpenOptions { read_only: true, ..opts() }).unwrap();
+    assert!(matches!(img.write(0, &pat(2, 1)), Err(Error::Unavailable(_))));
+    let mut b = pat(0, 1);
+    img.read(0, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 1));
+    img.close().unwrap();
+}
+
+#[test]
+fn concurrent_writers_and_readers() {
+    let (store, img) = new_image(1024);
+    let img = Arc::new(img);
+    let mut hs = Vec::new();
+    for t in 0..4u8 {
+        let img = img.clone();
+        hs.push(std::thread::spawn(move || {
+            let base = t as u64 * 256;
+            for round in 0..20u8 {
+                for i in (0..256u64).step_by(8) {
+                    img.write((base + i) * 4096, &pat(t * 32 + round, 8)).unwrap();
+                }
+                let mut b = pat(0, 256);
+                img.read(base * 4096, &mut b).unwrap();
+                assert!(b.iter().all(|&x| x == t * 32 + round), "thread {t} round {round}");
+                if round % 5 == 0 {
+                    img.flush().unwrap();
+                }
+            }
+        }));
+    }
+    for h in hs {
+        h.join().unwrap();
+    }
+    img.gc_once().unwrap();
+    img.checkpoint().unwrap();
+    img.close().unwrap();
+    let img = Image::open(store, opts()).unwrap();
+    for t in 0..4u8 {
+        let mut b = pat(0, 256);
+        img.read(t as u64 * 256 * 4096, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == t * 32 + 19));
+    }
+    img.close().unwrap();
+}
+
+#[test]
+fn gc_reclaims_and_keeps_data() {
+    let (store, img) = new_image(256);
+    for round in 0..10u8 {
+        img.write(0, &pat(round, 256)).unwrap();
+        img.flush().unwrap();
+    }
+    img.checkpoint().unwrap();
+    let before = store.list_segments().unwrap().len();
+    for _ in 0..3 {
+        img.gc_once().unwrap();
+        img.write(0, &pat(9, 1)).unwrap(); // new data so checkpoints advance
+        img.checkpoint().unwrap();
+    }
+    let after = store.list_segments().unwrap().len();
+    assert!(after < before, "gc deleted nothing: {before} -> {after}");
+    let mut b = pat(0, 256);
+    img.read(0, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 9));
+    img.close().unwrap();
+    let rep = fsck(&*store).unwrap();
+    assert!(rep.is_clean(), "{:?}", rep.problems);
+}
+
+#[test]
+fn create_refuses_existing_image() {
+    let (store, img) = new_image(16);
+    img.close().unwrap();
+    let err = Image::create(store, &CreateOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Exists(_)), "{err}");
+}
