@@ -1192,3 +1192,297 @@ impl<D: ZonedDevice> SegmentStore for ZonedStore<D> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoned::conformance::run_segment_store_conformance;
+    use crate::zoned::ZonedFile;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    fn geo(nr_zones: u32, conv: u32, max_open: u32, max_active: u32) -> ZonedGeometry {
+        ZonedGeometry {
+            zone_size: 1 << 20,
+            zone_capacity: 768 << 10,
+            nr_zones,
+            nr_conventional: conv,
+            max_open,
+            max_active,
+            write_granularity: 4096,
+        }
+    }
+
+    fn new_store(path: &Path, g: ZonedGeometry) -> ZonedStore<ZonedFile> {
+        let _ = std::fs::remove_file(path);
+        ZonedStore::create(ZonedFile::create(path, g).unwrap()).unwrap()
+    }
+
+    fn reopen(s: ZonedStore<ZonedFile>) -> ZonedStore<ZonedFile> {
+        let p: PathBuf = s.device().path().to_path_buf();
+        drop(s);
+        ZonedStore::open(ZonedFile::open(p).unwrap()).unwrap()
+    }
+
+    /// The device never has more open/active zones than its limits.
+    fn check_limits(s: &ZonedStore<ZonedFile>) {
+        let g = s.device().geometry();
+        let r = s.device().report_zones().unwrap();
+        let open = r.iter().filter(|z| z.cond.is_open()).count() as u32;
+        let active = r.iter().filter(|z| z.cond.is_active()).count() as u32;
+        assert!(g.max_open == 0 || open <= g.max_open, "{open} open");
+        assert!(
+            g.max_active == 0 || active <= g.max_active,
+            "{active} active"
+        );
+    }
+
+    fn conformance(g: ZonedGeometry) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("z.img");
+        let p2 = p.clone();
+        let mut make = || -> Arc<dyn SegmentStore> { Arc::new(new_store(&p, g)) };
+        let mut re = |s: Arc<dyn SegmentStore>| -> Arc<dyn SegmentStore> {
+            drop(s);
+            Arc::new(ZonedStore::open(ZonedFile::open(&p2).unwrap()).unwrap())
+        };
+        run_segment_store_conformance(&mut make, Some(&mut re), 64 << 10).unwrap();
+    }
+
+    #[test]
+    fn conformance_sequential_meta() {
+        conformance(geo(12, 0, 4, 6));
+    }
+
+    #[test]
+    fn conformance_conventional_meta() {
+        conformance(geo(10, 2, 2, 3));
+        conformance(geo(10, 1, 0, 0));
+    }
+
+    #[test]
+    fn tight_limits_one_data_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = new_store(&dir.path().join("z.img"), geo(8, 0, 2, 3));
+        assert_eq!(s.data_open_limit(), 1);
+        for seq in 0..20u64 {
+            s.write_segment(seq, &vec![seq as u8; 128 << 10]).unwrap();
+            s.put_meta("m", &[seq as u8; 5000]).unwrap();
+            check_limits(&s);
+        }
+        let s = reopen(s);
+        assert_eq!(s.list_segments().unwrap().len(), 20);
+        assert_eq!(s.get_meta("m").unwrap().unwrap(), vec![19u8; 5000]);
+        let mut b = vec![0u8; 4096];
+        s.read_segment(13, 4096, &mut b).unwrap();
+        assert_eq!(b, vec![13u8; 4096]);
+    }
+
+    #[test]
+    fn torn_segment_is_dropped_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = new_store(&dir.path().join("z.img"), geo(8, 0, 4, 6));
+        s.write_segment(1, &[1u8; 64 << 10]).unwrap();
+        s.write_segment(2, &[2u8; 64 << 10]).unwrap();
+        let zone = s.segment_unit(2).unwrap();
+        assert_eq!(s.open_units(), vec![zone]);
+        let uuid = s.store_uuid();
+        let dev = s.into_device();
+        // A write of segment 3 torn after 8 KiB of its 64 KiB.
+        let wp = dev.report_zones().unwrap()[zone as usize].wp;
+        let mut torn = encode_placement(3, 64 << 10, 99, &uuid);
+        torn.extend_from_slice(&[3u8; 8192]);
+        dev.write(zone, wp, &torn).unwrap();
+        let p = dev.path().to_path_buf();
+        drop(dev);
+        let s = ZonedStore::open(ZonedFile::open(&p).unwrap()).unwrap();
+        let seqs: Vec<u64> = s.list_segments().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2]);
+        // The zone with the dead tail takes no more appends.
+        assert!(s.open_units().is_empty());
+        assert_eq!(
+            s.device().report_zones().unwrap()[zone as usize].cond,
+            ZoneCond::Full
+        );
+        s.write_segment(3, &[3u8; 64 << 10]).unwrap();
+        assert_ne!(s.segment_unit(3), Some(zone));
+        let mut b = vec![0u8; 64 << 10];
+        s.read_segment(2, 0, &mut b).unwrap();
+        assert_eq!(b, vec![2u8; 64 << 10]);
+        s.read_segment(3, 0, &mut b).unwrap();
+        assert_eq!(b, vec![3u8; 64 << 10]);
+    }
+
+    #[test]
+    fn zone_reset_bounded_space_and_nospace() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 data zones of 768 KiB; segments of 124 KiB + 4 KiB header = 6 per zone.
+        let s = new_store(&dir.path().join("z.img"), geo(6, 0, 4, 6));
+        let seg = |seq: u64| vec![seq as u8; 124 << 10];
+        let cap = s.space().unwrap().capacity.unwrap();
+        assert_eq!(cap, 4 * (768 << 10));
+        let mut seq = 0u64;
+        let mut live = std::collections::VecDeque::new();
+        let mut resets = 0;
+        for _round in 0..30 {
+            // Keep 12 segments live (half the store), delete the oldest.
+            s.write_segment(seq, &seg(seq)).unwrap();
+            live.push_back(seq);
+            seq += 1;
+            if live.len() > 12 {
+                let old = live.pop_front().unwrap();
+                let unit = s.segment_unit(old).unwrap();
+                s.delete_segment(old).unwrap();
+                if !s
+                    .list_segments()
+                    .unwrap()
+                    .iter()
+                    .any(|e| s.segment_unit(e.seq) == Some(unit))
+                    && !s.open_units().contains(&unit)
+                {
+                    assert_eq!(
+                        s.device().report_zones().unwrap()[unit as usize].cond,
+                        ZoneCond::Empty,
+                        "zone {unit} reset once all its segments are dead"
+                    );
+                    resets += 1;
+                }
+            }
+            check_limits(&s);
+            assert!(s.space().unwrap().used <= cap);
+        }
+        assert!(resets >= 2, "{resets} resets");
+        // Survives reopen with the deletions.
+        let s = reopen(s);
+        let seqs: Vec<u64> = s.list_segments().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, live.iter().copied().collect::<Vec<_>>());
+        // Fill up: NoSpace, then deleting everything gives all space back.
+        let mut n = 0;
+        let err = loop {
+            match s.write_segment(seq, &seg(seq)) {
+                Ok(()) => {
+                    seq += 1;
+                    n += 1;
+                }
+                Err(e) => break e,
+            }
+            assert!(n < 100);
+        };
+        assert!(matches!(err, Error::NoSpace(_)), "{err}");
+        for e in s.list_segments().unwrap() {
+            s.delete_segment(e.seq).unwrap();
+        }
+        let sp = s.space().unwrap();
+        assert!(sp.used <= 768 << 10, "used {} after deleting all", sp.used);
+        let s = reopen(s);
+        assert!(s.list_segments().unwrap().is_empty());
+        s.write_segment(seq, &seg(seq)).unwrap();
+        // A segment larger than a zone is refused.
+        assert!(matches!(
+            s.write_segment(seq + 1, &vec![0u8; 768 << 10]),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn meta_compaction_and_limits() {
+        for conv in [0u32, 1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = new_store(&dir.path().join("z.img"), geo(6, conv, 4, 6));
+            let area = if conv == 1 {
+                512 << 10
+            } else if conv == 2 {
+                1 << 20
+            } else {
+                768 << 10
+            };
+            // Many replacements: several compactions.
+            for i in 0..200u32 {
+                s.put_meta("superblock", &i.to_le_bytes()).unwrap();
+                s.put_meta("ckpt.a", &vec![i as u8; 40_000]).unwrap();
+                if i % 10 == 0 {
+                    s.write_segment(i as u64, &[1u8; 8192]).unwrap();
+                    s.delete_segment(i as u64).unwrap();
+                }
+            }
+            s.put_meta("x", b"1").unwrap();
+            s.delete_meta("x").unwrap();
+            let s = reopen(s);
+            assert_eq!(
+                s.get_meta("superblock").unwrap().unwrap(),
+                199u32.to_le_bytes()
+            );
+            assert_eq!(s.get_meta("ckpt.a").unwrap().unwrap(), vec![199u8; 40_000]);
+            assert_eq!(s.list_meta().unwrap(), vec!["ckpt.a", "superblock"]);
+            assert!(s.list_segments().unwrap().is_empty());
+            // Too big for a metadata area.
+            let e = s.put_meta("huge", &vec![0u8; area]).unwrap_err();
+            assert!(matches!(e, Error::NoSpace(_)), "{e}");
+            // Live set fills the area: NoSpace, old value intact.
+            let big = vec![1u8; area / 3];
+            s.put_meta("b1", &big).unwrap();
+            s.put_meta("b2", &big).unwrap();
+            assert!(matches!(s.put_meta("b3", &big), Err(Error::NoSpace(_))));
+            assert_eq!(s.get_meta("b2").unwrap().unwrap(), big);
+            check_limits(&s);
+        }
+    }
+
+    #[test]
+    fn create_refuses_used_device_and_destroy() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("z.img");
+        let s = new_store(&p, geo(6, 0, 4, 6));
+        s.write_segment(1, &[1u8; 4096]).unwrap();
+        let dev = s.into_device();
+        let e = ZonedStore::create(dev).unwrap_err();
+        assert!(matches!(e, Error::Exists(_)), "{e}");
+        let dev = ZonedFile::open(&p).unwrap();
+        let s = ZonedStore::format(dev).unwrap();
+        assert!(s.list_segments().unwrap().is_empty());
+        s.write_segment(1, &[1u8; 4096]).unwrap();
+        s.destroy().unwrap();
+        assert!(matches!(s.list_segments(), Err(Error::Unavailable(_))));
+        let dev = s.into_device();
+        assert!(dev
+            .report_zones()
+            .unwrap()
+            .iter()
+            .all(|z| z.cond == ZoneCond::Empty));
+        assert!(matches!(ZonedStore::open(dev), Err(Error::NotFound(_))));
+        // Conventional metadata: refuses an existing store too.
+        let p2 = dir.path().join("c.img");
+        let s = new_store(&p2, geo(6, 2, 4, 6));
+        let dev = s.into_device();
+        assert!(matches!(ZonedStore::create(dev), Err(Error::Exists(_))));
+    }
+
+    #[test]
+    fn write_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = ZonedGeometry {
+            zone_size: 64 << 20,
+            zone_capacity: 64 << 20,
+            nr_zones: 8,
+            nr_conventional: 0,
+            max_open: 8,
+            max_active: 12,
+            write_granularity: 4096,
+        };
+        let s = new_store(&dir.path().join("z.img"), g);
+        let seg = vec![7u8; 4 << 20];
+        let t = std::time::Instant::now();
+        for seq in 0..8 {
+            s.write_segment(seq, &seg).unwrap();
+        }
+        eprintln!(
+            "ZonedStore: 4 MiB segment write: {:?} each",
+            t.elapsed() / 8
+        );
+        let t = std::time::Instant::now();
+        for seq in 0..8 {
+            s.delete_segment(seq).unwrap();
+        }
+        eprintln!("ZonedStore: delete_segment: {:?} each", t.elapsed() / 8);
+    }
+}
