@@ -2,6 +2,7 @@
 //! zoned file here, a real ZNS or null_blk device in `zns-backend`), and the
 //! segment store that packs segments into zones on top of any of them.
 
+pub mod conformance;
 pub mod device;
 pub mod file_device;
 pub mod store;
