@@ -27,13 +27,20 @@ enum Op {
     Crash,
 }
 
+/// Ranges up to 40 blocks for reads and discards.
 fn range() -> impl Strategy<Value = (u64, u64)> {
     (0..BLOCKS).prop_flat_map(|lba| (Just(lba), 1..=(BLOCKS - lba).min(40)))
 }
 
+/// Writes up to the segment size (16 blocks): atomic across a crash. Larger
+/// writes are split over segments and are covered by `large_writes`.
+fn write_range() -> impl Strategy<Value = (u64, u64)> {
+    (0..BLOCKS).prop_flat_map(|lba| (Just(lba), 1..=(BLOCKS - lba).min(16)))
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        10 => range().prop_map(|(lba, n)| Op::Write { lba, n }),
+        10 => write_range().prop_map(|(lba, n)| Op::Write { lba, n }),
         4 => range().prop_map(|(lba, n)| Op::Read { lba, n }),
         2 => range().prop_map(|(lba, n)| Op::Discard { lba, n }),
         1 => range().prop_map(|(lba, n)| Op::Zeroes { lba, n }),

@@ -78,6 +78,18 @@ pub fn fsck(store: &dyn SegmentStore) -> Result<FsckReport> {
                 v.push((off, rec.len, rec.lba));
             }
         }
+        // The map merges extents that continue each other, so an extent may
+        // span consecutive records: merge runs contiguous in both offset and
+        // lba before checking.
+        v.sort_unstable();
+        let mut merged: Vec<(u32, u32, u64)> = Vec::with_capacity(v.len());
+        for &(off, len, lba) in v.iter() {
+            match merged.last_mut() {
+                Some(m) if m.0 + m.1 == off && m.2 + m.1 as u64 == lba => m.1 += len,
+                _ => merged.push((off, len, lba)),
+            }
+        }
+        *v = merged;
     }
     for e in r.map.iter() {
         rep.extents_checked += 1;

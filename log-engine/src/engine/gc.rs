@@ -287,7 +287,7 @@ impl Inner {
         st.pending_bytes += b.data.len() as u64;
         st.pending.insert(seq, b.clone());
         drop(st);
-        let _ = self.upload_tx.send(b);
+        let _ = self.upload_tx.send(Some(b));
         Ok(live)
     }
 }

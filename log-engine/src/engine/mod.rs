@@ -389,6 +389,9 @@ impl Image {
         self.inner.shutdown.store(true, Ordering::Release);
         self.inner.changed.notify_all();
         self.inner.wake_maintenance();
+        for _ in 0..self.inner.opts.upload_threads {
+            let _ = self.inner.upload_tx.send(None);
+        }
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }

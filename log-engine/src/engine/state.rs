@@ -172,8 +172,9 @@ pub(crate) struct Inner {
     /// Only one checkpoint or GC pass at a time.
     pub maint_lock: Mutex<()>,
     pub headers: Mutex<HeaderCache>,
-    pub upload_tx: crossbeam_channel::Sender<Arc<Batch>>,
-    pub upload_rx: crossbeam_channel::Receiver<Arc<Batch>>,
+    /// Sealed batches to upload; `None` tells an uploader to exit.
+    pub upload_tx: crossbeam_channel::Sender<Option<Arc<Batch>>>,
+    pub upload_rx: crossbeam_channel::Receiver<Option<Arc<Batch>>>,
     pub counters: Counters,
     pub shutdown: AtomicBool,
     /// Wakes the maintenance thread.

@@ -3,6 +3,11 @@
 //! the uploader threads, which build the segment object and store it; a
 //! segment counts once the store acknowledged it (`mark_durable`). `flush`
 //! seals the open batch and waits until every segment up to it is durable.
+//!
+//! Atomicity: a write of at most the segment size lands in one segment, so
+//! after a crash it is either wholly there or not at all; a larger write is
+//! split over several segments and, if it was not flushed, may be cut at a
+//! segment boundary (still prefix-consistent: later writes are not there).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,7 +91,13 @@ impl Inner {
         while !rest.is_empty() {
             let mut st = self.wait_for_room(self.state.lock())?;
             self.check_writable(&st)?;
-            let room = seg_bytes - st.batch.as_ref().map_or(0, |b| b.data.len());
+            let mut room = seg_bytes - st.batch.as_ref().map_or(0, |b| b.data.len());
+            // A write that fits in one segment goes into one segment, so it
+            // is atomic across a crash; only larger writes are split.
+            if rest.len() <= seg_bytes && rest.len() > room {
+                self.seal(&mut st);
+                room = seg_bytes;
+            }
             let n = room.min(rest.len());
             let (now, later) = rest.split_at(n);
             let blocks = (n / 4096) as u32;
@@ -178,7 +189,7 @@ impl Inner {
                 "seal segment"
             );
             // The receiver lives in `self`, so the channel never disconnects.
-            let _ = self.upload_tx.send(b);
+            let _ = self.upload_tx.send(Some(b));
         }
     }
 
@@ -278,10 +289,9 @@ impl Inner {
 /// Uploader thread body.
 pub(crate) fn uploader(inner: Arc<Inner>) {
     while !inner.is_shutdown() {
-        match inner.upload_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(b) => inner.upload(&b),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        match inner.upload_rx.recv() {
+            Ok(Some(b)) => inner.upload(&b),
+            Ok(None) | Err(_) => break,
         }
     }
 }
