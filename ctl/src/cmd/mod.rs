@@ -86,7 +86,7 @@ pub(crate) fn check_range(off: u64, len: u64, size: u64) -> anyhow::Result<()> {
 
 /// Check a store spec's syntax.
 pub(crate) fn store_parse(s: &str) -> anyhow::Result<()> {
-    spec::parse_spec(s)?;
+    spec::parse_spec(s).with_context(|| format!("bad store spec {s:?}"))?;
     Ok(())
 }
 
