@@ -43,8 +43,8 @@ run image create demo --size "$size" "${store_args[@]}"
 run image info demo
 run io write demo --offset 0 --length "$length" --pattern "$seed"
 run io verify demo --offset 0 --length "$length" --pattern "$seed"
-echo "+ lsvdctl io read demo --offset 0 --length 4K | od -A d -t x8 | head -3"
-"$lsvdctl" io read demo --offset 0 --length 4K | od -A d -t x8 | head -3
+echo "+ lsvdctl io read demo --offset 0 --length 4K | od -A d -t x8 | sed -n 1,3p"
+"$lsvdctl" io read demo --offset 0 --length 4K | od -A d -t x8 | sed -n 1,3p
 run image fsck demo
 run image ls
 echo
