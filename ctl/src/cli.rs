@@ -59,7 +59,13 @@ pub enum ImageCmd {
         json: bool,
     },
     /// Delete an image: its store and its catalog entry.
-    Rm { name: String },
+    Rm {
+        name: String,
+        /// Remove the catalog entry even if the store cannot be opened or
+        /// destroyed (its data may be left behind).
+        #[arg(long)]
+        force: bool,
+    },
     /// Check every crc of every segment and checkpoint and the map against
     /// the log. Exits 3 if anything is damaged.
     Fsck {

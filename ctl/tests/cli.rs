@@ -56,8 +56,14 @@ impl Home {
 }
 
 fn run_with_home(home: &Path, args: &[&str]) -> Output {
+    run_in(home, Path::new("/"), args)
+}
+
+/// Run with `LSVD_HOME=home` in working directory `cwd`.
+fn run_in(home: &Path, cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lsvdctl"))
         .args(args)
+        .current_dir(cwd)
         .env("LSVD_HOME", home)
         .env_remove("LSVD_LOG")
         .output()
@@ -320,6 +326,28 @@ fn unwritable_store_path_is_an_error_and_leaves_no_entry() {
     assert_error(&out, &[&file.display().to_string()]);
     assert!(h.catalog().get("a").unwrap().is_none());
     assert_eq!(fs::read(&file).unwrap(), b"");
+}
+
+#[test]
+fn rm_force_removes_an_entry_whose_store_is_broken() {
+    let h = Home::new();
+    h.catalog()
+        .insert(&CatalogEntry::new(
+            "gone",
+            "zoned-file:/nonexistent/z,zone-size=4M,zones=4",
+        ))
+        .unwrap();
+    let out = h.run(&["image", "rm", "gone"]);
+    assert_error(&out, &["--force"]);
+    assert!(h.catalog().get("gone").unwrap().is_some());
+    let out = h.run(&["image", "rm", "gone", "--force"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(h.catalog().get("gone").unwrap().is_none());
 }
 
 #[test]
@@ -603,7 +631,9 @@ fn engine_zoned_file_store() {
     let h = Home::new();
     let z = h.path().join("zones.img");
     let spec = format!("zoned-file:{},zone-size=4M,zones=16", z.display());
-    h.ok(&[
+    // A relative path is made absolute in the catalog entry.
+    let rel = "zoned-file:zones.img,zone-size=4M,zones=16";
+    let args = [
         "image",
         "create",
         "zvm",
@@ -612,8 +642,16 @@ fn engine_zoned_file_store() {
         "--segment-size",
         "1M",
         "--store",
-        &spec,
-    ]);
+        rel,
+    ];
+    let out = run_in(h.path(), h.path(), &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(h.catalog().get("zvm").unwrap().unwrap().store, spec);
     assert!(z.exists());
     h.ok(&[
         "io",

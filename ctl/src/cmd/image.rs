@@ -18,7 +18,7 @@ pub(crate) fn run(catalog: &Catalog, cmd: ImageCmd) -> anyhow::Result<u8> {
         ImageCmd::Create(a) => create(catalog, a),
         ImageCmd::Info { name, json } => info(catalog, &name, json),
         ImageCmd::Ls { json } => ls(catalog, json),
-        ImageCmd::Rm { name } => rm(catalog, &name),
+        ImageCmd::Rm { name, force } => rm(catalog, &name, force),
         ImageCmd::Fsck { name, json } => fsck(catalog, &name, json),
     }
 }
@@ -50,10 +50,10 @@ fn plan_create(catalog: &Catalog, a: &CreateArgs) -> anyhow::Result<CreatePlan> 
                 format_size(seg)
             )
         })?;
-    let spec = a
-        .store
-        .clone()
-        .unwrap_or_else(|| catalog.default_store_spec(&a.name));
+    let spec = match &a.store {
+        Some(s) => absolute_spec(s)?,
+        None => catalog.default_store_spec(&a.name),
+    };
     store_parse(&spec)?;
     let compression = match a.compress {
         CompressArg::None => Compression::None,
@@ -68,6 +68,23 @@ fn plan_create(catalog: &Catalog, a: &CreateArgs) -> anyhow::Result<CreatePlan> 
             compression,
         },
     })
+}
+
+/// `spec` with a relative local path made absolute, so the catalog entry
+/// names the same store from any working directory.
+fn absolute_spec(spec: &str) -> anyhow::Result<String> {
+    match (spec_local_path(spec), spec.split_once(':')) {
+        (Some(p), Some((kind, rest))) if p.is_relative() => {
+            let cwd = std::env::current_dir().context("current directory")?;
+            let params = rest.split_once(',').map(|(_, r)| format!(",{r}"));
+            Ok(format!(
+                "{kind}:{}{}",
+                cwd.join(p).display(),
+                params.unwrap_or_default()
+            ))
+        }
+        _ => Ok(spec.to_string()),
+    }
 }
 
 /// True if `p` does not exist or is an empty directory.
@@ -295,16 +312,28 @@ fn ls(catalog: &Catalog, json: bool) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn rm(catalog: &Catalog, name: &str) -> anyhow::Result<u8> {
+fn rm(catalog: &Catalog, name: &str, force: bool) -> anyhow::Result<u8> {
     let entry = catalog.require(name)?;
-    match store_open(&entry) {
-        Ok(store) => store
+    let destroyed = store_open(&entry).and_then(|store| {
+        store
             .destroy()
-            .with_context(|| format!("destroy store {} of image {name:?}", entry.store))?,
+            .with_context(|| format!("destroy store {} of image {name:?}", entry.store))
+    });
+    match destroyed {
+        Ok(()) => {}
         Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::NotFound(_))) => {
             tracing::warn!("store of image {name:?} is already gone: {e:#}");
         }
-        Err(e) => return Err(e),
+        Err(e) if force => {
+            eprintln!(
+                "lsvdctl: warning: {}; removing the catalog entry anyway (--force)",
+                super::one_line(&e)
+            );
+        }
+        Err(e) => bail!(
+            "{} (use --force to remove the catalog entry anyway)",
+            super::one_line(&e)
+        ),
     }
     catalog.remove(name)?;
     print(&format!("removed image {name}\n"));

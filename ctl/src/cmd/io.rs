@@ -14,8 +14,8 @@ use crate::cli::{IoCmd, PatternArgs};
 use crate::output::print;
 use crate::pattern;
 
-/// Bytes moved per engine call.
-const CHUNK: u64 = 1 << 20;
+/// Bytes moved per engine call (a typical block-layer request size).
+const CHUNK: u64 = 256 << 10;
 
 pub(crate) fn run(catalog: &Catalog, cmd: IoCmd) -> anyhow::Result<u8> {
     match cmd {
