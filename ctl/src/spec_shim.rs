@@ -14,7 +14,7 @@ use log_engine::{Error, Result, SegmentStore};
 /// Check the syntax of `dir:PATH` and
 /// `zoned-file:PATH,zone-size=..,zones=..[,zone-cap=..][,conv=N][,max-open=N][,max-active=N]`.
 pub fn parse_spec(spec: &str) -> Result<()> {
-    let bad = |why: &str| Error::InvalidArgument(why.to_string());
+    let bad = |why: &str| Error::InvalidArgument(format!("bad store spec {spec:?}: {why}"));
     let (kind, rest) = spec
         .split_once(':')
         .ok_or_else(|| bad("expected KIND:PARAMS (dir:PATH or zoned-file:PATH,...)"))?;

@@ -120,8 +120,8 @@ fn create(catalog: &Catalog, a: CreateArgs) -> anyhow::Result<u8> {
             );
         }
     }
-    // Everything below is undone on failure.
-    catalog.ensure_dirs()?;
+    // Everything below is undone on failure. The catalog directory is
+    // created by the final insert, so a bad spec leaves the home untouched.
     if a.store.is_none() {
         let data = catalog.data_dir();
         fs::create_dir_all(&data)
@@ -147,10 +147,13 @@ fn create(catalog: &Catalog, a: CreateArgs) -> anyhow::Result<u8> {
             } else {
                 fs::remove_file(p)
             };
+            let r = r.or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound if pre_existing_dir => fs::create_dir(p),
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            });
             if let Err(e) = r {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("cleanup of {} failed: {e}", p.display());
-                }
+                tracing::warn!("cleanup of {} failed: {e}", p.display());
             }
         }
     };

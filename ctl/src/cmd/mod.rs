@@ -86,7 +86,8 @@ pub(crate) fn check_range(off: u64, len: u64, size: u64) -> anyhow::Result<()> {
 
 /// Check a store spec's syntax.
 pub(crate) fn store_parse(s: &str) -> anyhow::Result<()> {
-    spec::parse_spec(s).with_context(|| format!("bad store spec {s:?}"))?;
+    // The parser's errors name the spec: `bad store spec "...": why`.
+    spec::parse_spec(s)?;
     Ok(())
 }
 
