@@ -331,23 +331,25 @@ fn unwritable_store_path_is_an_error_and_leaves_no_entry() {
 #[test]
 fn rm_force_removes_an_entry_whose_store_is_broken() {
     let h = Home::new();
+    // A "directory store" that is a regular file cannot be opened.
+    let file = h.path().join("not-a-dir");
+    fs::write(&file, b"keep me").unwrap();
+    let spec = format!("dir:{}", file.display());
     h.catalog()
-        .insert(&CatalogEntry::new(
-            "gone",
-            "zoned-file:/nonexistent/z,zone-size=4M,zones=4",
-        ))
+        .insert(&CatalogEntry::new("broken", &spec))
         .unwrap();
-    let out = h.run(&["image", "rm", "gone"]);
+    let out = h.run(&["image", "rm", "broken"]);
     assert_error(&out, &["--force"]);
-    assert!(h.catalog().get("gone").unwrap().is_some());
-    let out = h.run(&["image", "rm", "gone", "--force"]);
+    assert!(h.catalog().get("broken").unwrap().is_some());
+    let out = h.run(&["image", "rm", "broken", "--force"]);
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(h.catalog().get("gone").unwrap().is_none());
+    assert!(h.catalog().get("broken").unwrap().is_none());
+    assert_eq!(fs::read(&file).unwrap(), b"keep me");
 }
 
 #[test]
@@ -367,6 +369,20 @@ fn broken_catalog_entry_is_reported_by_ls() {
 }
 
 // ------------------------------------------------------------- with engine
+
+/// Needs the real stores (open of a missing store says NotFound).
+#[test]
+fn engine_rm_of_an_image_whose_store_is_gone_removes_the_entry() {
+    let h = Home::new();
+    let spec = format!("dir:{}", h.path().join("data/gone").display());
+    h.catalog()
+        .insert(&CatalogEntry::new("gone", &spec))
+        .unwrap();
+    assert!(h
+        .ok(&["image", "rm", "gone"])
+        .contains("removed image gone"));
+    assert!(h.catalog().get("gone").unwrap().is_none());
+}
 
 #[test]
 fn engine_create_info_ls_rm() {
