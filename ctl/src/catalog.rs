@@ -264,6 +264,43 @@ impl Catalog {
         sync_dir(&self.images_dir())
     }
 
+    /// Claim the right to create image `name`: an exclusive lock file
+    /// `images/.<name>.lock`, removed when the returned guard drops. Fails
+    /// with [`Error::Exists`] while another process holds it (a lock left by
+    /// a crashed process must be removed by hand; the message names it).
+    pub fn lock_for_create(&self, name: &str) -> Result<CreateLock> {
+        validate_name(name)?;
+        let dir = self.images_dir();
+        let created_dir = !dir.exists();
+        self.ensure_dirs()?;
+        let path = dir.join(format!(".{name}.lock"));
+        let res = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{}", std::process::id()));
+        match res {
+            Ok(()) => Ok(CreateLock {
+                path,
+                dir,
+                created_dir,
+            }),
+            Err(e) => {
+                if created_dir {
+                    let _ = fs::remove_dir(&dir);
+                }
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Err(Error::Exists(format!(
+                        "image {name:?} is being created by another process (lock file {}; remove it if no lsvdctl is running)",
+                        path.display()
+                    )))
+                } else {
+                    Err(Error::io(format!("create lock file {}", path.display()), e))
+                }
+            }
+        }
+    }
+
     /// Remove the entry of `name`; [`Error::NotFound`] if there is none.
     pub fn remove(&self, name: &str) -> Result<()> {
         validate_name(name)?;
@@ -277,6 +314,28 @@ impl Catalog {
                 format!("remove catalog entry {}", path.display()),
                 e,
             )),
+        }
+    }
+}
+
+/// Guard of [`Catalog::lock_for_create`]: removes the lock file on drop,
+/// and the catalog directory too if the lock created it and it is still
+/// empty (a failed first create leaves the home as it was).
+#[derive(Debug)]
+pub struct CreateLock {
+    path: PathBuf,
+    dir: PathBuf,
+    created_dir: bool,
+}
+
+impl Drop for CreateLock {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(&self.path) {
+            tracing::warn!("remove lock file {}: {e}", self.path.display());
+        }
+        if self.created_dir {
+            // Fails (harmlessly) unless the directory is empty.
+            let _ = fs::remove_dir(&self.dir);
         }
     }
 }
@@ -376,6 +435,31 @@ mod tests {
         cat.remove("a").unwrap();
         assert!(cat.get("a").unwrap().is_none());
         assert!(matches!(cat.remove("a"), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn create_lock_is_exclusive_and_cleans_up() {
+        let home = tempfile::tempdir().unwrap();
+        let cat = Catalog::new(home.path().join("h"));
+        let lock = cat.lock_for_create("a").unwrap();
+        let err = cat.lock_for_create("a").unwrap_err();
+        assert!(matches!(err, Error::Exists(_)), "{err}");
+        assert!(err.to_string().contains(".a.lock"), "{err}");
+        // Another name is independent.
+        drop(cat.lock_for_create("b").unwrap());
+        drop(lock);
+        // The lock created the catalog directory and nothing else was
+        // written: it is gone again.
+        assert!(!cat.images_dir().exists());
+        let lock = cat.lock_for_create("a").unwrap();
+        cat.insert(&CatalogEntry::new("a", "dir:/x")).unwrap();
+        drop(lock);
+        assert!(cat.get("a").unwrap().is_some());
+        let names: Vec<_> = fs::read_dir(cat.images_dir())
+            .unwrap()
+            .map(|d| d.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
     }
 
     #[test]

@@ -306,6 +306,17 @@ fn create_refuses_a_store_in_use_or_non_empty() {
 }
 
 #[test]
+fn create_while_another_create_holds_the_name_fails() {
+    let h = Home::new();
+    let lock = h.catalog().lock_for_create("vm").unwrap();
+    let before = snapshot(h.path());
+    let out = h.run(&["image", "create", "vm", "--size", "1G"]);
+    assert_error(&out, &["being created by another process", ".vm.lock"]);
+    assert_eq!(snapshot(h.path()), before);
+    drop(lock);
+}
+
+#[test]
 fn unwritable_home_is_an_error() {
     let h = Home::new();
     let file = h.path().join("file");

@@ -120,8 +120,21 @@ fn create(catalog: &Catalog, a: CreateArgs) -> anyhow::Result<u8> {
             );
         }
     }
-    // Everything below is undone on failure. The catalog directory is
-    // created by the final insert, so a bad spec leaves the home untouched.
+    // Everything below is undone on failure. Concurrent creators of one
+    // name are serialised by the lock; the checks are repeated under it.
+    let _lock = catalog.lock_for_create(name)?;
+    if let Some(e) = catalog.get(name)? {
+        bail!("image {name:?} already exists (store {})", e.store);
+    }
+    if let Some(p) = &local {
+        if !absent_or_empty_dir(p)? {
+            bail!(
+                "store path {} already exists; refusing to overwrite it",
+                p.display()
+            );
+        }
+    }
+    let created_data_dir = a.store.is_none() && !catalog.data_dir().exists();
     if a.store.is_none() {
         let data = catalog.data_dir();
         fs::create_dir_all(&data)
@@ -156,11 +169,19 @@ fn create(catalog: &Catalog, a: CreateArgs) -> anyhow::Result<u8> {
                 tracing::warn!("cleanup of {} failed: {e}", p.display());
             }
         }
+        if created_data_dir {
+            // Only if still empty.
+            let _ = fs::remove_dir(catalog.data_dir());
+        }
     };
     let store = match store_create(&plan.spec) {
         Ok(s) => s,
         Err(e) => {
-            undo_local();
+            // Exists: someone else's store appeared at the path after our
+            // check; it is not ours to remove.
+            if !matches!(e.downcast_ref::<Error>(), Some(Error::Exists(_))) {
+                undo_local();
+            }
             return Err(e.context(format!("create store {}", plan.spec)));
         }
     };
