@@ -1,0 +1,140 @@
+//! The argument grammar of `lsvdctl` (clap derive).
+//!
+//! Sizes and offsets are taken as strings and parsed by the commands with
+//! [`log_engine::size::parse_size`] (K/M/G/T suffixes), so a bad size is an
+//! ordinary error (exit 1) with the same one-line format as every other error.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success
+  1  error (unknown image, bad size, bad store spec, existing name, I/O error, no space, ...)
+  2  usage error (bad command line)
+  3  check failed: `image fsck` found damage or `io verify` found a mismatch
+
+Environment:
+  LSVD_HOME  catalog directory (same as --home; default /var/lib/lsvd)
+  LSVD_LOG   log filter for messages on stderr (e.g. info, debug; default warn)";
+
+/// lsvdctl: manage lsvd log-structured virtual disk images.
+#[derive(Debug, Parser)]
+#[command(name = "lsvdctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Catalog directory: images/NAME.json entries and default stores in data/NAME.
+    #[arg(long, global = true, env = "LSVD_HOME", default_value = crate::catalog::DEFAULT_HOME)]
+    pub home: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, inspect, check and remove images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Write, read and verify image data (test patterns).
+    #[command(subcommand)]
+    Io(IoCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Create an image and add it to the catalog.
+    Create(CreateArgs),
+    /// Show an image's superblock facts and store usage.
+    Info {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the images of the catalog.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an image: its store and its catalog entry.
+    Rm {
+        name: String,
+        /// Remove the catalog entry even if the store cannot be opened or
+        /// destroyed (its data may be left behind).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check every crc of every segment and checkpoint and the map against
+    /// the log. Exits 3 if anything is damaged.
+    Fsck {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Data compression of a new image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    None,
+    Zstd,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Image name: 1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.'.
+    pub name: String,
+    /// Image size (K/M/G/T suffixes), a non-zero multiple of 4 KiB.
+    #[arg(long)]
+    pub size: String,
+    /// Where segments go: `dir:PATH` or
+    /// `zoned-file:PATH,zone-size=64M,zones=64[,zone-cap=..][,conv=N][,max-open=N][,max-active=N]`.
+    /// Default: `dir:<home>/data/NAME`.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Log segment size (K/M/G suffixes), a multiple of 4 KiB.
+    #[arg(long, default_value = "8M")]
+    pub segment_size: String,
+    /// Compress data chunks.
+    #[arg(long, value_enum, default_value = "none")]
+    pub compress: CompressArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IoCmd {
+    /// Write the deterministic test pattern of SEED over a range, then flush.
+    Write(PatternArgs),
+    /// Read a range and check it holds the pattern of SEED; exits 3 and names
+    /// the first bad block on a mismatch.
+    Verify(PatternArgs),
+    /// Read a range to a file or stdout.
+    Read {
+        name: String,
+        /// Start, in bytes (K/M/G/T suffixes), a multiple of 4 KiB.
+        #[arg(long, default_value = "0")]
+        offset: String,
+        /// Length, a multiple of 4 KiB (default: to the end of the image).
+        #[arg(long)]
+        length: Option<String>,
+        /// Output file (default: stdout).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PatternArgs {
+    pub name: String,
+    /// Start, in bytes (K/M/G/T suffixes), a multiple of 4 KiB.
+    #[arg(long, default_value = "0")]
+    pub offset: String,
+    /// Length, a multiple of 4 KiB.
+    #[arg(long)]
+    pub length: String,
+    /// Pattern seed: the same seed, offset and length verify what was written.
+    #[arg(long, default_value_t = 1)]
+    pub pattern: u64,
+}
