@@ -17,7 +17,7 @@ Exit status:
 
 Environment:
   LSVD_HOME  catalog directory (same as --home; default /var/lib/lsvd)
-  LSVD_LOG   log filter for messages on stderr (e.g. info, debug; default warn)";
+  LSVD_LOG   log filter for messages on stderr (e.g. warn, info, debug; default error)";
 
 /// lsvdctl: manage lsvd log-structured virtual disk images.
 #[derive(Debug, Parser)]

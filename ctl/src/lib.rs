@@ -15,4 +15,3 @@ pub mod cli;
 pub mod cmd;
 pub mod output;
 pub mod pattern;
-mod spec_shim;

@@ -28,14 +28,24 @@ pub fn spec(kind: StoreKind, dir: &Path) -> String {
 }
 
 /// Create a store and an image in it.
-pub fn create(kind: StoreKind, dir: &Path, blocks: u64, seg: u32, compress: bool) -> Arc<dyn SegmentStore> {
+pub fn create(
+    kind: StoreKind,
+    dir: &Path,
+    blocks: u64,
+    seg: u32,
+    compress: bool,
+) -> Arc<dyn SegmentStore> {
     let store = create_store(&spec(kind, dir)).expect("create store");
     Image::create(
         store.clone(),
         &CreateOptions {
             size: blocks * 4096,
             segment_size: seg,
-            compression: if compress { Compression::Zstd } else { Compression::None },
+            compression: if compress {
+                Compression::Zstd
+            } else {
+                Compression::None
+            },
         },
     )
     .expect("create image");
@@ -127,7 +137,10 @@ pub fn read_all(img: &Image, nblocks: u64) -> Vec<Option<u64>> {
         let b = &mut buf[..(n * 4096) as usize];
         img.read(lba * 4096, b).expect("read");
         for i in 0..n {
-            out.push(tag_of(&b[(i * 4096) as usize..((i + 1) * 4096) as usize], lba + i));
+            out.push(tag_of(
+                &b[(i * 4096) as usize..((i + 1) * 4096) as usize],
+                lba + i,
+            ));
         }
         lba += n;
     }

@@ -43,7 +43,10 @@ fn segment_bit_flips_never_return_wrong_data() {
             let store = reopen_store(StoreKind::Dir, dir.path());
             let segs = store.list_segments().unwrap();
             let victim = segs[rng.gen_range(0..segs.len())];
-            let path = dir.path().join("img").join(format!("seg.{:016x}", victim.seq));
+            let path = dir
+                .path()
+                .join("img")
+                .join(format!("seg.{:016x}", victim.seq));
             let raw = std::fs::read(&path).unwrap();
             let hdr = SegmentHeader::decode(None, victim.seq, &raw).unwrap();
             // A byte the crcs cover: header (up to its crc) or stored data.
@@ -57,7 +60,10 @@ fn segment_bit_flips_never_return_wrong_data() {
             let name = format!("{:016x}", victim.seq);
 
             let rep = log_engine::fsck(&*reopen_store(StoreKind::Dir, dir.path())).unwrap();
-            assert!(!rep.is_clean(), "round {round}: fsck missed a flip at byte {byte} of {name}");
+            assert!(
+                !rep.is_clean(),
+                "round {round}: fsck missed a flip at byte {byte} of {name}"
+            );
             assert!(
                 rep.problems.iter().any(|p| p.contains(&name)),
                 "round {round}: fsck does not name {name}: {:?}",
@@ -66,7 +72,8 @@ fn segment_bit_flips_never_return_wrong_data() {
 
             // Opening works (the checkpoint covers every segment); reads are
             // right or fail naming the segment.
-            let img = Image::open(reopen_store(StoreKind::Dir, dir.path()), test_opts(false)).unwrap();
+            let img =
+                Image::open(reopen_store(StoreKind::Dir, dir.path()), test_opts(false)).unwrap();
             let mut errors = 0;
             for lba in 0..BLOCKS {
                 let mut buf = vec![0u8; 4096];
@@ -77,7 +84,10 @@ fn segment_bit_flips_never_return_wrong_data() {
                         "round {round}: wrong data at block {lba} after flipping {name} byte {byte}"
                     ),
                     Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
-                        assert!(e.to_string().contains(&name), "error does not name {name}: {e}");
+                        assert!(
+                            e.to_string().contains(&name),
+                            "error does not name {name}: {e}"
+                        );
                         errors += 1;
                     }
                     Err(e) => panic!("round {round}: unexpected error {e}"),
@@ -103,7 +113,11 @@ fn corrupt_newest_checkpoint_falls_back() {
     let path = dir.path().join("img").join(format!("meta.{newest}"));
     flip(&path, 40, 3);
     let rep = log_engine::fsck(&*reopen_store(StoreKind::Dir, dir.path())).unwrap();
-    assert!(rep.problems.iter().any(|p| p.contains("checkpoint")), "{:?}", rep.problems);
+    assert!(
+        rep.problems.iter().any(|p| p.contains("checkpoint")),
+        "{:?}",
+        rep.problems
+    );
     let img = Image::open(reopen_store(StoreKind::Dir, dir.path()), test_opts(false)).unwrap();
     assert!(matches(&read_all(&img, BLOCKS), &model));
     img.close().unwrap();

@@ -7,8 +7,8 @@
 //! some prefix of the operations that is not older than the last completed
 //! flush: everything flushed survives, and nothing newer is half applied.
 
-use lsvd_tests::*;
 use log_engine::Image;
+use lsvd_tests::*;
 use proptest::prelude::*;
 
 const BLOCKS: u64 = 384;
@@ -52,7 +52,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(kind: StoreKind, compress: bool, background_gc: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(
+    kind: StoreKind,
+    compress: bool,
+    background_gc: bool,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let store = create(kind, dir.path(), BLOCKS, SEG, compress);
     let mut img = Some(Image::open(store, test_opts(background_gc)).unwrap());
@@ -73,8 +78,17 @@ fn run(kind: StoreKind, compress: bool, background_gc: bool, ops: Vec<Op>) -> Re
                 let mut buf = vec![0u8; (n * 4096) as usize];
                 im.read(lba * 4096, &mut buf).unwrap();
                 for k in 0..n {
-                    let got = tag_of(&buf[(k * 4096) as usize..((k + 1) * 4096) as usize], lba + k);
-                    prop_assert_eq!(got, Some(model.0[(lba + k) as usize]), "op {} block {}", i, lba + k);
+                    let got = tag_of(
+                        &buf[(k * 4096) as usize..((k + 1) * 4096) as usize],
+                        lba + k,
+                    );
+                    prop_assert_eq!(
+                        got,
+                        Some(model.0[(lba + k) as usize]),
+                        "op {} block {}",
+                        i,
+                        lba + k
+                    );
                 }
             }
             Op::Discard { lba, n } | Op::Zeroes { lba, n } => {
@@ -99,7 +113,11 @@ fn run(kind: StoreKind, compress: bool, background_gc: bool, ops: Vec<Op>) -> Re
                 let store = reopen_store(kind, dir.path());
                 img = Some(Image::open(store, test_opts(background_gc)).unwrap());
                 let got = read_all(img.as_ref().unwrap(), BLOCKS);
-                prop_assert!(matches(&got, &model), "op {}: content differs after clean reopen", i);
+                prop_assert!(
+                    matches(&got, &model),
+                    "op {}: content differs after clean reopen",
+                    i
+                );
                 since_flush = vec![model.clone()];
             }
             Op::Crash => {
@@ -128,13 +146,19 @@ fn run(kind: StoreKind, compress: bool, background_gc: bool, ops: Vec<Op>) -> Re
     prop_assert!(report.is_clean(), "fsck: {:?}", report.problems);
     let store = reopen_store(kind, dir.path());
     let im = Image::open(store, test_opts(false)).unwrap();
-    prop_assert!(matches(&read_all(&im, BLOCKS), &model), "content differs after final reopen");
+    prop_assert!(
+        matches(&read_all(&im, BLOCKS), &model),
+        "content differs after final reopen"
+    );
     im.close().unwrap();
     Ok(())
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(24)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
 }
 
 proptest! {

@@ -57,7 +57,10 @@ fn run(kind: StoreKind) {
             img.flush().unwrap();
             let used: u64 = store.list_segments().unwrap().iter().map(|e| e.len).sum();
             worst = worst.max(used);
-            assert!(used <= bound, "{kind:?}: stored {used} bytes > bound {bound} after {written} blocks");
+            assert!(
+                used <= bound,
+                "{kind:?}: stored {used} bytes > bound {bound} after {written} blocks"
+            );
         }
     }
     img.flush().unwrap();
@@ -72,7 +75,10 @@ fn run(kind: StoreKind) {
         worst >> 20,
         bound >> 20
     );
-    assert!(st.gc_bytes_copied > 0 || st.segments_deleted > 0, "GC never ran");
+    assert!(
+        st.gc_bytes_copied > 0 || st.segments_deleted > 0,
+        "GC never ran"
+    );
     assert!(matches(&read_all(&img, BLOCKS), &model));
     img.close().unwrap();
     let rep = log_engine::fsck(&*reopen_store(kind, dir.path())).unwrap();

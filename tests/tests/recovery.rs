@@ -86,7 +86,7 @@ fn damage(kind: StoreKind, dir: &Path, d: Damage) {
 fn cycle(kind: StoreKind, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let store = create(kind, dir.path(), BLOCKS, SEG, seed % 2 == 0);
+    let store = create(kind, dir.path(), BLOCKS, SEG, seed.is_multiple_of(2));
     let mut history = vec![Model::new(BLOCKS)];
     let mut tag = 0;
     for round in 0..3 {
@@ -108,21 +108,35 @@ fn cycle(kind: StoreKind, seed: u64) {
             .unwrap_or_else(|e| panic!("seed {seed} round {round} {d:?}: open failed: {e}"));
         let got = read_all(&img, BLOCKS);
         let hit = history.iter().rposition(|m| matches(&got, m));
-        assert!(hit.is_some(), "seed {seed} round {round} {d:?}: not a prefix state");
+        assert!(
+            hit.is_some(),
+            "seed {seed} round {round} {d:?}: not a prefix state"
+        );
         history.truncate(hit.unwrap() + 1);
         img.close().unwrap();
         let rep = log_engine::fsck(&*reopen_store(kind, dir.path())).unwrap();
-        assert!(rep.is_clean(), "seed {seed} round {round} {d:?}: fsck {:?}", rep.problems);
+        assert!(
+            rep.is_clean(),
+            "seed {seed} round {round} {d:?}: fsck {:?}",
+            rep.problems
+        );
     }
     let _ = store;
 }
 
-fn store_for(kind: StoreKind, dir: &Path, _round: usize) -> std::sync::Arc<dyn log_engine::SegmentStore> {
+fn store_for(
+    kind: StoreKind,
+    dir: &Path,
+    _round: usize,
+) -> std::sync::Arc<dyn log_engine::SegmentStore> {
     reopen_store(kind, dir)
 }
 
 fn seeds() -> u64 {
-    std::env::var("LSVD_RECOVERY_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12)
+    std::env::var("LSVD_RECOVERY_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12)
 }
 
 #[test]
@@ -157,7 +171,10 @@ fn lost_newest_checkpoint_loses_nothing() {
         img.close().unwrap();
         damage(kind, dir.path(), Damage::DropNewestCheckpoint);
         let img = Image::open(reopen_store(kind, dir.path()), test_opts(false)).unwrap();
-        assert!(matches(&read_all(&img, BLOCKS), history.last().unwrap()), "{kind:?}");
+        assert!(
+            matches(&read_all(&img, BLOCKS), history.last().unwrap()),
+            "{kind:?}"
+        );
         img.close().unwrap();
     }
 }

@@ -410,6 +410,7 @@ fn print_fsck(
             "checkpoint_seq": r.checkpoint_seq,
             "extents_checked": r.extents_checked,
             "problems": r.problems,
+            "notes": r.notes,
         }));
         return;
     }
@@ -434,6 +435,9 @@ fn print_fsck(
         for p in &r.problems {
             out.push_str(&format!("  {}\n", p.replace('\n', " ")));
         }
+    }
+    for n in &r.notes {
+        out.push_str(&format!("note: {}\n", n.replace('\n', " ")));
     }
     print(&out);
 }

@@ -63,7 +63,11 @@ fn ranged(
     let off = size_arg("offset", &a.offset)?;
     let len = size_arg("length", &a.length)?;
     let image = open_image(catalog, &a.name, read_only)?;
-    check_range(off, len, image.info().size)?;
+    if let Err(e) = check_range(off, len, image.info().size) {
+        // Nothing was written: close cleanly rather than drop (a crash).
+        let _ = image.close();
+        return Err(e);
+    }
     Ok((image, off, len))
 }
 

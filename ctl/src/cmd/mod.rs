@@ -16,7 +16,7 @@ use log_engine::{GcConfig, Image, OpenOptions, SegmentStore};
 
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::cli::{Cli, Command};
-use crate::spec_shim as spec;
+use log_engine::store::spec;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -57,7 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LSVD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -78,7 +78,7 @@ pub(crate) fn size_arg(what: &str, s: &str) -> anyhow::Result<u64> {
 /// Check that `off`/`len` are 4 KiB aligned and inside an image of `size`.
 pub(crate) fn check_range(off: u64, len: u64, size: u64) -> anyhow::Result<()> {
     if !off.is_multiple_of(4096) || !len.is_multiple_of(4096) {
-        bail!("offset {off} and length {len} must be multiples of 4096");
+        bail!("offset {off} and length {len} must each be a multiple of 4096");
     }
     match off.checked_add(len) {
         Some(end) if end <= size => Ok(()),

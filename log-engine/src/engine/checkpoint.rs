@@ -120,7 +120,11 @@ impl Inner {
         for &seq in seqs {
             match self.store.delete_segment(seq) {
                 Ok(()) => {
-                    self.state.lock().segs.remove(&seq);
+                    let mut st = self.state.lock();
+                    if let Some(s) = st.segs.remove(&seq) {
+                        st.total_blocks -= s.data_blocks as u64;
+                    }
+                    drop(st);
                     self.headers.lock().remove(seq);
                     self.counters
                         .segments_deleted

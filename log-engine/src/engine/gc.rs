@@ -33,6 +33,44 @@ struct LiveRun {
 }
 
 impl Inner {
+    /// Space the image may occupy before writers must wait for GC, in
+    /// blocks: with greedy cleaning below T % live, stored <= live / T, plus
+    /// slack for segments GC may not touch yet (open, pending, newer than the
+    /// last checkpoint, zombies waiting for their two checkpoints).
+    pub(crate) fn space_limit_blocks(&self) -> u64 {
+        let t = self.opts.gc.threshold_pct.clamp(10, 95) as u64;
+        self.sb.size / 4096 * 100 / t + 8 * self.seg_blocks() as u64
+    }
+
+    /// Writers call this first: when the image occupies more than
+    /// [`Self::space_limit_blocks`], clean (inline, in the writer's thread)
+    /// until it does not, or until GC can make no more progress. This is what
+    /// keeps space bounded under endless overwrites, however fast the writer.
+    pub(crate) fn gc_backpressure(&self) -> Result<()> {
+        if !self.opts.gc.enabled {
+            return Ok(());
+        }
+        let limit = self.space_limit_blocks();
+        if self.state.lock().total_blocks <= limit {
+            return Ok(());
+        }
+        let _m = self.maint_lock.lock();
+        for _ in 0..8 {
+            let before = self.state.lock().total_blocks;
+            if before <= limit {
+                break;
+            }
+            self.gc_locked()?;
+            self.checkpoint_locked()?;
+            if self.state.lock().total_blocks >= before {
+                // Nothing freed this round (victims wait for checkpoints);
+                // one more checkpoint ages the zombies.
+                self.checkpoint_locked()?;
+            }
+        }
+        Ok(())
+    }
+
     /// One GC pass; returns what it did.
     pub(crate) fn gc_once(&self) -> Result<GcReport> {
         let _m = self.maint_lock.lock();
@@ -268,6 +306,7 @@ impl Inner {
             st.account_removed(&removed);
             off += r.len;
         }
+        st.total_blocks += off as u64;
         st.segs.insert(
             seq,
             SegInfo {

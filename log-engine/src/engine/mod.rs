@@ -232,9 +232,11 @@ impl Image {
         let mut kept = r.valid_ckpts.clone();
         kept.retain(|&c| c <= r.ckpt_seq);
         let rolled = r.rolled_forward.len() as u32;
+        let total_blocks = r.segs.values().map(|s| s.data_blocks as u64).sum();
         let state = State {
             map: r.map,
             segs: r.segs,
+            total_blocks,
             batch: None,
             pending: Default::default(),
             pending_bytes: 0,
@@ -246,6 +248,7 @@ impl Image {
             last_ckpt: r.ckpt_seq,
             kept_ckpts: kept,
             last_upload_error: None,
+            no_space_since: None,
             closed: false,
         };
         let (tx, rx) = crossbeam_channel::unbounded();

@@ -59,6 +59,9 @@ impl Batch {
 pub(crate) struct State {
     pub map: ExtentMap,
     pub segs: BTreeMap<u64, SegInfo>,
+    /// Sum of `data_blocks` over `segs` (stored, pending, open, zombies):
+    /// the space the image occupies, kept up to date for GC backpressure.
+    pub total_blocks: u64,
     /// Open batch (None until the first write after a seal).
     pub batch: Option<Batch>,
     /// Sealed batches waiting to be durable.
@@ -76,6 +79,9 @@ pub(crate) struct State {
     pub kept_ckpts: Vec<u64>,
     /// Last store error seen by an uploader, for error messages.
     pub last_upload_error: Option<String>,
+    /// Since when uploads have been failing with `NoSpace` (None once one
+    /// succeeds): waiters then fail with `NoSpace` instead of a timeout.
+    pub no_space_since: Option<std::time::Instant>,
     pub closed: bool,
 }
 
@@ -91,6 +97,7 @@ impl State {
 
     /// Mark `seq` durable and advance `durable_upto` over contiguous seqs.
     pub fn mark_durable(&mut self, seq: u64) {
+        self.no_space_since = None;
         if let Some(b) = self.pending.remove(&seq) {
             self.pending_bytes -= b.data.len() as u64;
         }

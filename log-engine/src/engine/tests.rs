@@ -51,7 +51,10 @@ fn write_read_reopen() {
     assert!(b[8192..8192 + 40 * 4096].iter().all(|&x| x == 2));
     assert!(b[8192 + 40 * 4096..].iter().all(|&x| x == 0));
     img.close().unwrap();
-    assert!(img.read(0, &mut b).is_err(), "closed image must refuse reads");
+    assert!(
+        img.read(0, &mut b).is_err(),
+        "closed image must refuse reads"
+    );
     let img = Image::open(store, opts()).unwrap();
     let mut c = vec![0u8; 4096 * 50];
     img.read(0, &mut c).unwrap();
@@ -62,13 +65,31 @@ fn write_read_reopen() {
 #[test]
 fn bad_requests_are_refused() {
     let (_s, img) = new_image(16);
-    assert!(matches!(img.write(100, &pat(1, 1)), Err(Error::InvalidArgument(_))));
-    assert!(matches!(img.write(0, &[0u8; 100]), Err(Error::InvalidArgument(_))));
-    assert!(matches!(img.write(16 * 4096, &pat(1, 1)), Err(Error::InvalidArgument(_))));
-    assert!(matches!(img.write(u64::MAX - 4095, &pat(1, 1)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        img.write(100, &pat(1, 1)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        img.write(0, &[0u8; 100]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        img.write(16 * 4096, &pat(1, 1)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        img.write(u64::MAX - 4095, &pat(1, 1)),
+        Err(Error::InvalidArgument(_))
+    ));
     let mut b = vec![0u8; 8192];
-    assert!(matches!(img.read(15 * 4096, &mut b), Err(Error::InvalidArgument(_))));
-    assert!(matches!(img.discard(0, 17 * 4096), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        img.read(15 * 4096, &mut b),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        img.discard(0, 17 * 4096),
+        Err(Error::InvalidArgument(_))
+    ));
     img.close().unwrap();
 }
 
@@ -88,7 +109,10 @@ fn discard_and_zeroes_survive_restart() {
     for blk in 0..64 {
         let zero = (4..12).contains(&blk) || (40..42).contains(&blk);
         let want = if zero { 0 } else { 7 };
-        assert!(b[blk * 4096..(blk + 1) * 4096].iter().all(|&x| x == want), "block {blk}");
+        assert!(
+            b[blk * 4096..(blk + 1) * 4096].iter().all(|&x| x == want),
+            "block {blk}"
+        );
     }
     img.close().unwrap();
 }
@@ -96,7 +120,15 @@ fn discard_and_zeroes_survive_restart() {
 #[test]
 fn dead_store_flush_times_out_then_recovers() {
     let (store, _) = (Arc::new(MemStore::new()), ());
-    Image::create(store.clone(), &CreateOptions { size: 1 << 20, segment_size: 64 << 10, compression: Compression::None }).unwrap();
+    Image::create(
+        store.clone(),
+        &CreateOptions {
+            size: 1 << 20,
+            segment_size: 64 << 10,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
     let img = Image::open(
         store.clone(),
         OpenOptions {
@@ -109,7 +141,10 @@ fn dead_store_flush_times_out_then_recovers() {
     img.write(0, &pat(3, 4)).unwrap();
     let err = img.flush().unwrap_err();
     assert!(matches!(err, Error::Timeout(_)), "{err}");
-    assert!(err.to_string().contains("timed out (injected)"), "error should carry the store's: {err}");
+    assert!(
+        err.to_string().contains("timed out (injected)"),
+        "error should carry the store's: {err}"
+    );
     // Data is still readable from memory while the store is down.
     let mut b = pat(0, 4);
     img.read(0, &mut b).unwrap();
@@ -151,8 +186,18 @@ fn read_only_refuses_writes() {
     let (store, img) = new_image(16);
     img.write(0, &pat(1, 1)).unwrap();
     img.close().unwrap();
-    let img = Image::open(store, OpenOptions { read_only: true, ..opts() }).unwrap();
-    assert!(matches!(img.write(0, &pat(2, 1)), Err(Error::Unavailable(_))));
+    let img = Image::open(
+        store,
+        OpenOptions {
+            read_only: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        img.write(0, &pat(2, 1)),
+        Err(Error::Unavailable(_))
+    ));
     let mut b = pat(0, 1);
     img.read(0, &mut b).unwrap();
     assert!(b.iter().all(|&x| x == 1));
@@ -170,11 +215,15 @@ fn concurrent_writers_and_readers() {
             let base = t as u64 * 256;
             for round in 0..20u8 {
                 for i in (0..256u64).step_by(8) {
-                    img.write((base + i) * 4096, &pat(t * 32 + round, 8)).unwrap();
+                    img.write((base + i) * 4096, &pat(t * 32 + round, 8))
+                        .unwrap();
                 }
                 let mut b = pat(0, 256);
                 img.read(base * 4096, &mut b).unwrap();
-                assert!(b.iter().all(|&x| x == t * 32 + round), "thread {t} round {round}");
+                assert!(
+                    b.iter().all(|&x| x == t * 32 + round),
+                    "thread {t} round {round}"
+                );
                 if round % 5 == 0 {
                     img.flush().unwrap();
                 }

@@ -20,12 +20,15 @@ use crate::extent_map::{MapExtent, Target};
 use crate::format::segment::{build_segment, Record, RecordKind, SegmentKind};
 use crate::{Error, Result};
 
+/// How long uploads may fail with `NoSpace` before waiters get the error.
+const NO_SPACE_GRACE: Duration = Duration::from_secs(2);
+
 impl Inner {
     /// Check a byte range: 4 KiB aligned and inside the image.
     pub(crate) fn check_range(&self, offset: u64, len: u64) -> Result<()> {
-        if offset % 4096 != 0 || len % 4096 != 0 {
+        if !offset.is_multiple_of(4096) || !len.is_multiple_of(4096) {
             return Err(Error::InvalidArgument(format!(
-                "offset {offset} and length {len} must be multiples of 4096"
+                "offset {offset} and length {len} must each be a multiple of 4096"
             )));
         }
         match offset.checked_add(len) {
@@ -52,6 +55,7 @@ impl Inner {
     fn wait_for_room<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
         let deadline = Instant::now() + self.opts.store_timeout;
         while st.pending_bytes > self.opts.max_pending_bytes {
+            self.check_no_space(&st)?;
             if self.changed.wait_until(&mut st, deadline).timed_out() {
                 return Err(Error::Timeout(format!(
                     "{} bytes wait for the store ({}); last store error: {}",
@@ -62,6 +66,20 @@ impl Inner {
             }
         }
         Ok(st)
+    }
+
+    /// When the store has kept answering `NoSpace` for a while (GC could not
+    /// help), waiting longer is pointless: say so. The data stays in memory
+    /// and uploads keep retrying, so nothing acknowledged is dropped.
+    fn check_no_space(&self, st: &State) -> Result<()> {
+        match st.no_space_since {
+            Some(t) if t.elapsed() >= NO_SPACE_GRACE => Err(Error::NoSpace(format!(
+                "{} is full: {}",
+                self.store.describe(),
+                st.last_upload_error.as_deref().unwrap_or("no space")
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The open batch, created with the next seq if there is none.
@@ -89,6 +107,7 @@ impl Inner {
         let mut rest = data;
         let mut removed: Vec<MapExtent> = Vec::new();
         while !rest.is_empty() {
+            self.gc_backpressure()?;
             let mut st = self.wait_for_room(self.state.lock())?;
             self.check_writable(&st)?;
             let mut room = seg_bytes - st.batch.as_ref().map_or(0, |b| b.data.len());
@@ -127,6 +146,7 @@ impl Inner {
                 s.data_blocks += blocks;
                 s.live_blocks += blocks;
             }
+            st.total_blocks += blocks as u64;
             if full {
                 self.seal(&mut st);
             }
@@ -211,6 +231,7 @@ impl Inner {
             if self.is_shutdown() {
                 return Err(Error::Unavailable("image is shutting down".into()));
             }
+            self.check_no_space(&st)?;
             if self.changed.wait_until(&mut st, deadline).timed_out() && st.durable_upto < target {
                 return Err(Error::Timeout(format!(
                     "segment {:016x} not durable in {} after {:?}; last store error: {}",
@@ -254,7 +275,14 @@ impl Inner {
                 Err(Error::Exists(_)) if self.same_segment_stored(b.seq, &object) => break,
                 Err(e) => {
                     warn!(seq = b.seq, error = %e, "segment upload failed; retrying");
-                    self.state.lock().last_upload_error = Some(e.to_string());
+                    {
+                        let mut st = self.state.lock();
+                        st.last_upload_error = Some(e.to_string());
+                        if matches!(e, Error::NoSpace(_)) {
+                            st.no_space_since.get_or_insert_with(Instant::now);
+                        }
+                    }
+                    self.changed.notify_all();
                     if matches!(e, Error::NoSpace(_)) {
                         self.wake_maintenance();
                     }

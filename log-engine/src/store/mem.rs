@@ -51,7 +51,8 @@ impl MemStore {
     }
 
     pub fn set_write_delay(&self, d: Duration) {
-        self.write_delay_us.store(d.as_micros() as u64, Ordering::SeqCst);
+        self.write_delay_us
+            .store(d.as_micros() as u64, Ordering::SeqCst);
     }
 
     fn check(&self, op: &str, is_seg_write: bool) -> Result<()> {
@@ -106,12 +107,19 @@ impl SegmentStore for MemStore {
     fn read_segment(&self, seq: u64, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check("read segment", false)?;
         let s = self.segs.lock();
-        let d = s.get(&seq).ok_or_else(|| Error::NotFound(crate::format::segment_name(seq)))?;
+        let d = s
+            .get(&seq)
+            .ok_or_else(|| Error::NotFound(crate::format::segment_name(seq)))?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let src = start
             .checked_add(buf.len())
             .and_then(|end| d.get(start..end))
-            .ok_or_else(|| Error::InvalidArgument(format!("read past the end of {}", crate::format::segment_name(seq))))?;
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "read past the end of {}",
+                    crate::format::segment_name(seq)
+                ))
+            })?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -126,7 +134,10 @@ impl SegmentStore for MemStore {
             .segs
             .lock()
             .iter()
-            .map(|(&seq, d)| SegmentEntry { seq, len: d.len() as u64 })
+            .map(|(&seq, d)| SegmentEntry {
+                seq,
+                len: d.len() as u64,
+            })
             .collect())
     }
     fn put_meta(&self, name: &str, data: &[u8]) -> Result<()> {

@@ -57,7 +57,13 @@ fn opts(gc: bool, threshold: u8) -> OpenOptions {
     }
 }
 
-fn new_image(kind: StoreKind, dir: &Path, size: u64, gc: bool, threshold: u8) -> (Arc<Image>, PathBuf) {
+fn new_image(
+    kind: StoreKind,
+    dir: &Path,
+    size: u64,
+    gc: bool,
+    threshold: u8,
+) -> (Arc<Image>, PathBuf) {
     let d = dir.join(format!("{kind:?}-{}", rand::random::<u32>()));
     std::fs::create_dir_all(&d).unwrap();
     let zones = (size * 3 / (64 << 20)).max(16);
@@ -78,7 +84,10 @@ fn new_image(kind: StoreKind, dir: &Path, size: u64, gc: bool, threshold: u8) ->
         },
     )
     .unwrap();
-    (Arc::new(Image::open(store, opts(gc, threshold)).unwrap()), d)
+    (
+        Arc::new(Image::open(store, opts(gc, threshold)).unwrap()),
+        d,
+    )
 }
 
 fn rand_writes(img: &Image, size: u64, n: u64, seed: u64) -> f64 {
@@ -95,9 +104,18 @@ fn rand_writes(img: &Image, size: u64, n: u64, seed: u64) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
-    let size_mib: u64 = arg("--size-mib").and_then(|s| s.parse().ok()).unwrap_or(512);
-    let base = arg("--dir").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let arg = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let size_mib: u64 = arg("--size-mib")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
+    let base = arg("--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
     let tmp = tempfile::tempdir_in(&base).unwrap();
     let size = size_mib << 20;
     let mut rows: Vec<Row> = Vec::new();
@@ -133,7 +151,8 @@ fn main() {
         let nr = (size / 4096).min(100_000);
         let t = Instant::now();
         for _ in 0..nr {
-            img.read(rng.gen_range(0..size / 4096) * 4096, &mut buf).unwrap();
+            img.read(rng.gen_range(0..size / 4096) * 4096, &mut buf)
+                .unwrap();
         }
         let riops = nr as f64 / t.elapsed().as_secs_f64();
         rows.push(Row {
@@ -200,7 +219,10 @@ fn main() {
         img.close().unwrap();
     }
 
-    println!("\nlsvd log-engine benchmark, image {size_mib} MiB, segments 8 MiB, on {}", base.display());
+    println!(
+        "\nlsvd log-engine benchmark, image {size_mib} MiB, segments 8 MiB, on {}",
+        base.display()
+    );
     println!("{:<48} {:>14} {:>10}", "measure", "value", "vs raw seq");
     for r in &rows {
         println!("{:<48} {:>14} {:>9.2}x", r.what, r.value, r.mib_s / raw);
