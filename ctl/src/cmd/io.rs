@@ -79,6 +79,7 @@ fn write(catalog: &Catalog, a: &PatternArgs) -> anyhow::Result<u8> {
         pattern::fill(a.pattern, pos, &mut buf[..n]);
         image
             .write(pos, &buf[..n])
+            .map(|_seq| ())
             .with_context(|| format!("write {n} bytes at offset {pos} of image {:?}", a.name))
     })?;
     image

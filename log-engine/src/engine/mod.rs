@@ -244,6 +244,8 @@ impl Image {
             durable_upto: r.next_seq - 1,
             durable_ahead: Default::default(),
             write_seq: r.write_seq,
+            durable_write_seq: r.write_seq,
+            pending_wseq: Default::default(),
             segs_since_ckpt: rolled,
             last_ckpt: r.ckpt_seq,
             kept_ckpts: kept,
@@ -308,8 +310,11 @@ impl Image {
         self.inner.read(offset, buf)
     }
 
-    /// Write `data` at byte `offset` (both multiples of 4096).
-    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+    /// Write `data` at byte `offset` (both multiples of 4096). Returns the
+    /// write's sequence number: client writes and discards are numbered
+    /// 1, 2, 3, ... in the order they are applied (the write journal records
+    /// it; see [`Image::durable_write_seq`]).
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<u64> {
         let _span = tracing::trace_span!("write", offset, len = data.len()).entered();
         self.inner.write(offset, data)
     }
@@ -320,17 +325,30 @@ impl Image {
         self.inner.flush()
     }
 
-    /// TRIM: the range reads as zeros afterwards.
-    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+    /// TRIM: the range reads as zeros afterwards. Returns the write seq.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<u64> {
         let _span = tracing::trace_span!("discard", offset, len).entered();
         self.inner.discard(offset, len)
     }
 
     /// WRITE_ZEROES: the range reads as zeros afterwards (stored as a
-    /// discard record: no zero data is written).
-    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+    /// discard record: no zero data is written). Returns the write seq.
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<u64> {
         let _span = tracing::trace_span!("write_zeroes", offset, len).entered();
         self.inner.discard(offset, len)
+    }
+
+    /// Every client write with a sequence number up to this one is durable
+    /// in the store (a write journal may release its records up to here).
+    pub fn durable_write_seq(&self) -> u64 {
+        self.inner.state.lock().durable_write_seq
+    }
+
+    /// Sequence number of the last write accepted (the next one gets +1).
+    /// Right after open this is the last write the store holds, so a journal
+    /// replays its records from here + 1.
+    pub fn last_write_seq(&self) -> u64 {
+        self.inner.state.lock().write_seq
     }
 
     /// Write a checkpoint now.

@@ -73,6 +73,10 @@ pub(crate) struct State {
     pub durable_ahead: BTreeSet<u64>,
     /// Client write sequence number of the last write accepted.
     pub write_seq: u64,
+    /// Every client write with seq <= this is in a durable segment.
+    pub durable_write_seq: u64,
+    /// Last client write seq of each sealed, not yet durable segment.
+    pub pending_wseq: BTreeMap<u64, u64>,
     pub segs_since_ckpt: u32,
     pub last_ckpt: u64,
     /// Checkpoints kept in the store, oldest first.
@@ -107,6 +111,9 @@ impl State {
         self.durable_ahead.insert(seq);
         while self.durable_ahead.remove(&(self.durable_upto + 1)) {
             self.durable_upto += 1;
+            if let Some(w) = self.pending_wseq.remove(&self.durable_upto) {
+                self.durable_write_seq = self.durable_write_seq.max(w);
+            }
         }
     }
 

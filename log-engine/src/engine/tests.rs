@@ -276,3 +276,23 @@ fn create_refuses_existing_image() {
     let err = Image::create(store, &CreateOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Exists(_)), "{err}");
 }
+
+#[test]
+fn write_seqs_and_durability() {
+    let (store, img) = new_image(256);
+    assert_eq!(img.write(0, &pat(1, 1)).unwrap(), 1);
+    assert_eq!(img.discard(0, 4096).unwrap(), 2);
+    // 40 blocks span three 16-block segments but are one write.
+    assert_eq!(img.write(4096, &pat(2, 40)).unwrap(), 3);
+    assert_eq!(img.write_zeroes(0, 4096).unwrap(), 4);
+    assert!(img.durable_write_seq() < 4);
+    img.flush().unwrap();
+    assert_eq!(img.durable_write_seq(), 4);
+    assert_eq!(img.last_write_seq(), 4);
+    drop(img); // crash after flush
+    let img = Image::open(store, opts()).unwrap();
+    assert_eq!(img.last_write_seq(), 4, "recovered write seq");
+    assert_eq!(img.durable_write_seq(), 4);
+    assert_eq!(img.write(0, &pat(3, 1)).unwrap(), 5);
+    img.close().unwrap();
+}

@@ -100,8 +100,9 @@ impl Inner {
     }
 
     /// Client write of whole blocks.
-    pub(crate) fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+    pub(crate) fn write(&self, offset: u64, data: &[u8]) -> Result<u64> {
         self.check_range(offset, data.len() as u64)?;
+        let mut wseq = 0;
         let seg_bytes = self.sb.segment_size as usize;
         let mut lba = offset / 4096;
         let mut rest = data;
@@ -120,8 +121,10 @@ impl Inner {
             let n = room.min(rest.len());
             let (now, later) = rest.split_at(n);
             let blocks = (n / 4096) as u32;
-            st.write_seq += 1;
-            let wseq = st.write_seq;
+            if wseq == 0 {
+                st.write_seq += 1;
+                wseq = st.write_seq;
+            }
             let batch = self.open_batch(&mut st);
             let seq = batch.seq;
             let off = batch.data_blocks();
@@ -133,10 +136,15 @@ impl Inner {
                 src_seq: 0,
                 src_off: 0,
             });
-            if batch.write_seq.0 == 0 {
-                batch.write_seq.0 = wseq;
+            // Only the piece that completes the write stamps the batch: a
+            // journal may release a write once the segment holding its seq
+            // is durable, which must mean all of the write is.
+            if later.is_empty() {
+                if batch.write_seq.0 == 0 {
+                    batch.write_seq.0 = wseq;
+                }
+                batch.write_seq.1 = wseq;
             }
-            batch.write_seq.1 = wseq;
             let full = batch.data.len() >= seg_bytes;
             removed.clear();
             st.map
@@ -155,24 +163,24 @@ impl Inner {
             lba += blocks as u64;
             rest = later;
         }
-        Ok(())
+        Ok(wseq)
     }
 
     /// TRIM / WRITE_ZEROES: a discard record, the range unmapped.
-    pub(crate) fn discard(&self, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn discard(&self, offset: u64, len: u64) -> Result<u64> {
         self.check_range(offset, len)?;
-        if len == 0 {
-            return Ok(());
-        }
         let mut st = self.wait_for_room(self.state.lock())?;
         self.check_writable(&st)?;
+        st.write_seq += 1;
+        let wseq = st.write_seq;
+        if len == 0 {
+            return Ok(wseq);
+        }
         let mut lba = offset / 4096;
         let end = lba + len / 4096;
         let mut removed = Vec::new();
         while lba < end {
             let n = (end - lba).min(u32::MAX as u64 / 2) as u32;
-            st.write_seq += 1;
-            let wseq = st.write_seq;
             let batch = self.open_batch(&mut st);
             batch.records.push(Record {
                 lba,
@@ -193,13 +201,16 @@ impl Inner {
         if st.batch.as_ref().is_some_and(|b| b.records.len() >= 65536) {
             self.seal(&mut st);
         }
-        Ok(())
+        Ok(wseq)
     }
 
     /// Seal the open batch (if any) and queue it for upload.
     pub(crate) fn seal(&self, st: &mut State) {
         if let Some(b) = st.batch.take() {
             let b = Arc::new(b);
+            if b.write_seq.1 != 0 {
+                st.pending_wseq.insert(b.seq, b.write_seq.1);
+            }
             st.pending_bytes += b.data.len() as u64;
             st.pending.insert(b.seq, b.clone());
             debug!(
