@@ -1,0 +1,1 @@
+//! Write journal (being written).

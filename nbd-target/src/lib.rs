@@ -1,0 +1,1 @@
+//! lsvd's NBD front end (being written).

@@ -1,0 +1,1 @@
+//! lsvd's RADOS segment store (being written).

@@ -1,0 +1,1 @@
+//! lsvd's ublk front end (being written).
