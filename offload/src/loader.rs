@@ -6,6 +6,11 @@
 //! other sections) except `R_BPF_64_32` on a local call (`call` with src = 1) whose target
 //! symbol lies in the same section and whose encoded pc-relative target is already right:
 //! such calls need no patching.
+//!
+//! Entry point: the section's one global function symbol (or offset 0 if it has none).
+//! clang may place static functions before it; the loader then moves the entry function
+//! to slot 0 and re-targets the pc-relative local calls (functions are self-contained, so
+//! no other instruction needs patching). The returned code always starts at its entry.
 
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget};
 
@@ -135,5 +140,101 @@ pub fn load_section(elf: &[u8], section: &str) -> Result<Vec<u8>, LoadError> {
             )));
         }
     }
-    Ok(code.to_vec())
+    let funcs = functions(&file, &sec, code.len() as u64)?;
+    entry_first(code, &funcs)
+}
+
+/// A function symbol of the section: byte range and whether it is global.
+#[derive(Debug, Clone, Copy)]
+struct Func {
+    start: u64,
+    end: u64,
+    global: bool,
+}
+
+fn functions<'d>(
+    file: &object::File<'d>,
+    sec: &object::Section<'d, '_>,
+    len: u64,
+) -> Result<Vec<Func>, LoadError> {
+    let mut funcs: Vec<Func> = file
+        .symbols()
+        .filter(|s| s.section_index() == Some(sec.index()) && s.kind() == object::SymbolKind::Text)
+        .map(|s| Func {
+            start: s.address(),
+            end: s.address().saturating_add(s.size()),
+            global: s.is_global(),
+        })
+        .collect();
+    funcs.sort_by_key(|f| f.start);
+    funcs.dedup_by_key(|f| f.start);
+    if funcs.iter().filter(|f| f.global).count() > 1 {
+        return Err(LoadError::BadElf(
+            "more than one global function in the section: the entry is ambiguous".into(),
+        ));
+    }
+    for f in &funcs {
+        if f.end > len || f.start % INSN_SIZE as u64 != 0 || f.end % INSN_SIZE as u64 != 0 {
+            return Err(LoadError::BadElf(format!(
+                "function symbol {:#x}..{:#x} does not fit the section",
+                f.start, f.end
+            )));
+        }
+    }
+    Ok(funcs)
+}
+
+/// Moves the global function to slot 0, patching local calls.
+fn entry_first(code: &[u8], funcs: &[Func]) -> Result<Vec<u8>, LoadError> {
+    let Some(entry) = funcs.iter().find(|f| f.global).copied() else {
+        return Ok(code.to_vec());
+    };
+    if entry.start == 0 {
+        return Ok(code.to_vec());
+    }
+    // Moving needs functions that tile the section exactly.
+    let tiles = funcs.first().map(|f| f.start) == Some(0)
+        && funcs.windows(2).all(|w| w[0].end == w[1].start)
+        && funcs.last().map(|f| f.end) == Some(code.len() as u64);
+    if !tiles {
+        return Err(LoadError::BadElf(
+            "entry function is not at offset 0 and function symbols do not tile the section".into(),
+        ));
+    }
+    let n = insn_count(code);
+    let mut order: Vec<Func> = vec![entry];
+    order.extend(funcs.iter().filter(|f| f.start != entry.start));
+    // new_index[old slot] = new slot.
+    let mut new_index = vec![0usize; n];
+    let mut out = Vec::with_capacity(code.len());
+    for f in &order {
+        let (a, b) = (f.start as usize / INSN_SIZE, f.end as usize / INSN_SIZE);
+        for (old, slot) in new_index.iter_mut().enumerate().take(b).skip(a) {
+            *slot = out.len() / INSN_SIZE + (old - a);
+        }
+        out.extend_from_slice(&code[f.start as usize..f.end as usize]);
+    }
+    let mut i = 0;
+    while i < n {
+        let ins = Insn::at(code, i).ok_or_else(|| LoadError::BadElf("truncated code".into()))?;
+        if ins.op == crate::insn::LDDW {
+            i += 2;
+            continue;
+        }
+        if ins.op == CALL && ins.src == 1 {
+            let t = i as i64 + 1 + ins.imm as i64;
+            if t < 0 || t as usize >= n {
+                return Err(LoadError::BadElf(format!(
+                    "local call at {i} targets {t}, outside the code"
+                )));
+            }
+            let rel = new_index[t as usize] as i64 - new_index[i] as i64 - 1;
+            let p = new_index[i] * INSN_SIZE;
+            let imm =
+                i32::try_from(rel).map_err(|_| LoadError::BadElf("call offset overflow".into()))?;
+            out[p + 4..p + 8].copy_from_slice(&imm.to_le_bytes());
+        }
+        i += 1;
+    }
+    Ok(out)
 }
