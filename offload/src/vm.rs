@@ -118,8 +118,15 @@ impl Drop for Program {
     }
 }
 
+/// rbpf stack-usage calculator: the verifier's per-function usage. rbpf passes its
+/// `Box<dyn Any>` itself as the `dyn Any`, so unwrap that layer first.
 fn stack_calc(_prog: &[u8], pc: usize, data: &mut dyn std::any::Any) -> u16 {
-    data.downcast_ref::<Vec<(usize, u16)>>()
+    type Usage = Vec<(usize, u16)>;
+    let usage = match data.downcast_ref::<Box<dyn std::any::Any>>() {
+        Some(inner) => inner.downcast_ref::<Usage>(),
+        None => data.downcast_ref::<Usage>(),
+    };
+    usage
         .and_then(|v| v.iter().find(|(p, _)| *p == pc).map(|(_, u)| *u))
         .unwrap_or(0)
 }
