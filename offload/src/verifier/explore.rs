@@ -15,6 +15,8 @@ use crate::insn::{alu, class, jmp, Insn, CALL, EXIT, JA, SRC_X};
 
 /// Recorded finished states per instruction (oldest dropped first).
 const VISITED_PER_PC: usize = 64;
+/// Ancestors at the same instruction compared for loop detection.
+const ANCESTORS_CHECKED: usize = 16;
 /// Largest pointer offset magnitude arithmetic may produce.
 const MAX_PTR_OFF: i64 = 1 << 31;
 
@@ -123,7 +125,10 @@ impl Explorer<'_> {
                     continue;
                 }
                 if let Some(ancestors) = self.active.get(&pc) {
-                    if ancestors.iter().any(|&k| st.within(&path[k].state)) {
+                    // Only the nearest ancestors: enough to catch repeating loop states
+                    // early; any longer cycle still ends at the path-length bound.
+                    let near = ancestors.iter().rev().take(ANCESTORS_CHECKED);
+                    if near.into_iter().any(|&k| st.within(&path[k].state)) {
                         return Err(err(
                             UnboundedLoop,
                             pc,
@@ -458,14 +463,14 @@ impl Explorer<'_> {
                 let base = (o + STACK_SIZE as i64) as usize;
                 let frame = &st.frames[f as usize];
                 if size == 8 && base % 8 == 0 {
-                    match frame.stack[base / 8] {
+                    match frame.stack.get(base / 8) {
                         Slot::Spill(v) => return Ok(v),
                         Slot::Bytes(0xff) => return Ok(Val::Scalar(Scalar::TOP)),
                         Slot::Bytes(_) => {}
                     }
                 }
                 for b in base..base + size {
-                    match frame.stack[b / 8] {
+                    match frame.stack.get(b / 8) {
                         Slot::Spill(Val::Scalar(_)) => {}
                         Slot::Spill(_) => {
                             return Err(err(PointerLeak, pc, "partial load of a spilled pointer"))
@@ -551,20 +556,19 @@ impl Explorer<'_> {
                 }
                 let frame = &mut st.frames[f as usize];
                 if size == 8 && base % 8 == 0 {
-                    frame.stack[base / 8] = Slot::Spill(val);
+                    frame.stack.set(base / 8, Slot::Spill(val));
                     return Ok(());
                 }
                 if is_ptr {
                     return Err(err(PointerLeak, pc, "partial store of a pointer"));
                 }
                 for b in base..base + size {
-                    let slot = &mut frame.stack[b / 8];
-                    let mask = match *slot {
+                    let mask = match frame.stack.get(b / 8) {
                         Slot::Spill(Val::Scalar(_)) => 0xff,
                         Slot::Spill(_) => 0,
                         Slot::Bytes(m) => m,
                     };
-                    *slot = Slot::Bytes(mask | (1 << (b % 8)));
+                    frame.stack.set(b / 8, Slot::Bytes(mask | (1 << (b % 8))));
                 }
                 debug_assert!(base + size <= SLOTS * 8);
                 Ok(())

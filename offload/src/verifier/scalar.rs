@@ -265,6 +265,14 @@ pub fn branch32(op: u8, a: Scalar, b: Scalar) -> (Edge, Edge) {
     if a.umax <= i32::MAX as u64 && b.umax <= i32::MAX as u64 {
         return branch64(op, a, b);
     }
+    let unsigned = matches!(
+        op,
+        jmp::JEQ | jmp::JNE | jmp::JGT | jmp::JGE | jmp::JLT | jmp::JLE | jmp::JSET
+    );
+    if unsigned && a.umax <= u32::MAX as u64 && b.umax <= u32::MAX as u64 {
+        // Both are zero-extended 32-bit values: unsigned compares agree with 64-bit ones.
+        return branch64(op, a, b);
+    }
     (Some((a, b)), Some((a, b)))
 }
 

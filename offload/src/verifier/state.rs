@@ -67,13 +67,45 @@ impl Slot {
     }
 }
 
+/// Sparse stack of one frame: slots not listed are `Slot::Bytes(0)` (uninitialised).
+/// Invariant: entries sorted by slot index, no duplicates, none equal to `Bytes(0)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stack(Vec<(u8, Slot)>);
+
+impl Stack {
+    /// Slot `i` (`0..SLOTS`).
+    pub fn get(&self, i: usize) -> Slot {
+        match self.0.binary_search_by_key(&(i as u8), |e| e.0) {
+            Ok(k) => self.0[k].1,
+            Err(_) => Slot::Bytes(0),
+        }
+    }
+
+    /// Sets slot `i`.
+    pub fn set(&mut self, i: usize, v: Slot) {
+        match self.0.binary_search_by_key(&(i as u8), |e| e.0) {
+            Ok(k) if v == Slot::Bytes(0) => {
+                self.0.remove(k);
+            }
+            Ok(k) => self.0[k].1 = v,
+            Err(_) if v == Slot::Bytes(0) => {}
+            Err(k) => self.0.insert(k, (i as u8, v)),
+        }
+    }
+
+    fn within(&self, other: &Stack) -> bool {
+        // Unlisted slots of `other` are uninitialised and accept anything.
+        other.0.iter().all(|(i, s)| self.get(*i as usize).within(s))
+    }
+}
+
 /// State of one call frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// r0..r9 (r10 is implicit: `Ptr(Stack(depth), 0)`).
     pub regs: [Val; 10],
     /// Stack slots; slot `i` covers bytes `[-(SLOTS - i) * 8, -(SLOTS - i - 1) * 8)` from r10.
-    pub stack: [Slot; SLOTS],
+    pub stack: Stack,
     /// Instruction index to resume at after this frame exits (unused for frame 0).
     pub ret_pc: usize,
     /// Entry instruction of the function this frame runs.
@@ -85,7 +117,7 @@ impl Frame {
     pub fn new(func: usize, ret_pc: usize) -> Frame {
         Frame {
             regs: [Val::Uninit; 10],
-            stack: [Slot::Bytes(0); SLOTS],
+            stack: Stack::default(),
             ret_pc,
             func,
         }
@@ -107,7 +139,7 @@ impl State {
                 a.ret_pc == b.ret_pc
                     && a.func == b.func
                     && a.regs.iter().zip(&b.regs).all(|(x, y)| x.within(y))
-                    && a.stack.iter().zip(&b.stack).all(|(x, y)| x.within(y))
+                    && a.stack.within(&b.stack)
             })
     }
 
