@@ -315,6 +315,16 @@ impl Explorer<'_> {
         let d = ins.dst as usize;
         if op == alu::END {
             let v = match self.reg(st, pc, ins.dst)? {
+                Val::Scalar(a) if !x && ins.imm < 64 && a.umax >> ins.imm != 0 => {
+                    return Err(err(
+                        BadInsn,
+                        pc,
+                        format!(
+                            "le{} of a value wider than {} bits (rbpf's JIT does not truncate: engines disagree)",
+                            ins.imm, ins.imm
+                        ),
+                    ))
+                }
                 Val::Scalar(a) => Scalar::alu(alu::END, true, a, Scalar::konst(ins.imm as u64), x),
                 _ => return Err(err(PointerArith, pc, "byte swap of a pointer")),
             };
