@@ -343,3 +343,23 @@ fn mod32_disagreement_is_refused() {
         5,
     )));
 }
+
+/// Constructs where rbpf's engines disagree with each other or with the kernel are
+/// refused unless the operands make every reading agree (found by tests/differential.rs).
+#[test]
+fn engine_disagreements_refused() {
+    // rbpf's interpreter zero-extends the immediate of a 64-bit unsigned compare.
+    refuse(
+        &epi(pro().ldx(DW, 4, 3, 0).jmp_imm(jmp::JLT, 4, -5, 0)),
+        BadInsn,
+    );
+    accept(&epi(pro().ldx(H, 4, 3, 0).jmp_imm(jmp::JLT, 4, -5, 0))); // u16 < both readings
+    accept(&epi(pro().ldx(DW, 4, 3, 0).jmp_imm(jmp::JSLT, 4, -5, 0))); // signed is fine
+                                                                       // rbpf's JIT moves all 64 bits for `wX = wY`.
+    refuse(
+        &epi(pro().ldx(DW, 4, 3, 0).alu32_reg(alu::MOV, 5, 4)),
+        BadInsn,
+    );
+    accept(&epi(pro().ldx(W, 4, 3, 0).alu32_reg(alu::MOV, 5, 4)));
+    accept(&epi(pro().ldx(DW, 4, 3, 0).alu32_imm(alu::MOV, 5, -1)));
+}

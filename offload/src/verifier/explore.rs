@@ -341,6 +341,14 @@ impl Explorer<'_> {
         if op == alu::MOV {
             let v = match (is64, src) {
                 (true, v) => v,
+                (false, Val::Scalar(s)) if x && s.umax > u32::MAX as u64 => {
+                    // rbpf's x86 JIT compiles `wX = wY` as a 64-bit move (no truncation).
+                    return Err(err(
+                        BadInsn,
+                        pc,
+                        "32-bit register move of a value that may exceed 32 bits (rbpf's JIT does not zero-extend: engines disagree)",
+                    ));
+                }
                 (false, Val::Scalar(s)) => Val::Scalar(s.low32()),
                 _ => return Err(err(PointerArith, pc, "32-bit move of a pointer")),
             };
@@ -652,6 +660,23 @@ impl Explorer<'_> {
         let op = ins.op & 0xf0;
         let x = ins.op & SRC_X != 0;
         let a = self.reg(st, pc, ins.dst)?;
+        let unsigned_cmp = matches!(
+            op,
+            jmp::JEQ | jmp::JNE | jmp::JGT | jmp::JGE | jmp::JLT | jmp::JLE
+        );
+        if is64 && !x && ins.imm < 0 && unsigned_cmp {
+            // rbpf's interpreter zero-extends this immediate; the kernel, rbpf's JIT and
+            // our interpreter sign-extend. Accept only when both readings agree.
+            let (c1, c2) = (ins.imm as u32 as u64, ins.imm as i64 as u64);
+            let agree = matches!(a, Val::Scalar(s) if s.umax < c1 || s.umin > c2);
+            if !agree {
+                return Err(err(
+                    BadInsn,
+                    pc,
+                    "64-bit unsigned compare with a negative immediate (rbpf's interpreter zero-extends it: engines disagree)",
+                ));
+            }
+        }
         let b = if x {
             self.reg(st, pc, ins.src)?
         } else if is64 {
