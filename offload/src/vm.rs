@@ -131,6 +131,46 @@ fn stack_calc(_prog: &[u8], pc: usize, data: &mut dyn std::any::Any) -> u16 {
         .unwrap_or(0)
 }
 
+/// Bytes of x86 code rbpf's JIT can hold (one page).
+pub const JIT_CODE_BYTES: usize = 4096;
+
+/// Upper estimate of the x86 bytes rbpf's JIT emits for `code` (measured per instruction
+/// kind: division/modulo up to ~40 bytes, loads ~5, ALU-immediate ~8, compare+jump ~13),
+/// so programs that would overflow its single page never reach it.
+pub fn jit_size_estimate(code: &[u8]) -> usize {
+    use crate::insn::{alu, class, Insn};
+    let mut total = 96; // prologue + epilogue
+    for i in 0..crate::insn::insn_count(code) {
+        let Some(ins) = Insn::at(code, i) else { break };
+        total += match ins.class() {
+            class::ALU | class::ALU64 => match ins.op & 0xf0 {
+                alu::DIV | alu::MOD => 48,
+                alu::MUL => 32,
+                _ => 12,
+            },
+            class::JMP | class::JMP32 => 16,
+            _ => 12,
+        };
+    }
+    total
+}
+
+/// JIT-compiles under `catch_unwind` (rbpf panics when the code overflows its page);
+/// false when the JIT refused or panicked.
+fn try_jit(vm: &mut rbpf::EbpfVmMbuff<'_>) -> bool {
+    match catch_unwind(AssertUnwindSafe(|| vm.jit_compile())) {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!("rbpf JIT refused the program, using its interpreter: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("rbpf JIT panicked (code too large?), using its interpreter");
+            false
+        }
+    }
+}
+
 /// Buffers of one hop; boxed so their addresses stay fixed for rbpf's allowed memory.
 struct HopBuffers {
     ctx: [u8; CTX_SIZE],
@@ -177,16 +217,11 @@ impl<'p> Vm<'p> {
         vm.register_allowed_memory(b..b + BLOCK_SIZE as u64);
         vm.register_allowed_memory(s..s + SCRATCH_SIZE as u64);
         let mut actual = Engine::RbpfInterp;
-        if engine == Engine::Jit && !prog.verified.has_calls {
+        let fits = jit_size_estimate(&prog.code) <= JIT_CODE_BYTES;
+        if engine == Engine::Jit && !prog.verified.has_calls && fits {
             rbpf_verifier(&prog.code).map_err(rb)?;
-            match catch_unwind(AssertUnwindSafe(|| vm.jit_compile())) {
-                Ok(Ok(())) => actual = Engine::Jit,
-                Ok(Err(e)) => {
-                    tracing::warn!("rbpf JIT refused the program, using its interpreter: {e}")
-                }
-                Err(_) => {
-                    tracing::warn!("rbpf JIT panicked (code too large?), using its interpreter")
-                }
+            if try_jit(&mut vm) {
+                actual = Engine::Jit;
             }
         }
         Ok(Vm {
@@ -251,5 +286,48 @@ impl<'p> Vm<'p> {
             }
         };
         Ok((r0, read_outcome(&bufs.ctx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asm::{Asm, Size};
+    use crate::insn::alu;
+
+    fn divs(n: usize) -> Program {
+        let mut a = Asm::new().mov_imm(0, 5).mov_imm(4, 3);
+        for _ in 0..n {
+            a = a.alu_reg(alu::DIV, 0, 4);
+        }
+        Program::new(a.st(Size::W, 1, 28, 1).exit().build()).unwrap()
+    }
+
+    #[test]
+    fn jit_panic_is_caught() {
+        let p = divs(400); // about 16 KiB of x86 code
+        assert!(jit_size_estimate(p.code()) > JIT_CODE_BYTES);
+        let mut vm = rbpf::EbpfVmMbuff::new(None).unwrap();
+        vm.set_verifier(rbpf_verifier).unwrap();
+        vm.set_program(p.code()).unwrap();
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let ok = try_jit(&mut vm);
+        std::panic::set_hook(prev);
+        assert!(!ok);
+        // Through Vm::new the estimate avoids the JIT and the result is unchanged.
+        let mut v = Vm::new(&p, Engine::Jit).unwrap();
+        assert_eq!(v.engine(), Engine::RbpfInterp);
+        assert_eq!(v.run_hop(0, 0).unwrap().0, 0);
+    }
+
+    #[test]
+    fn estimate_admits_only_code_that_compiles() {
+        for n in [10, 50, 70, 80, 90] {
+            let p = divs(n);
+            let v = Vm::new(&p, Engine::Jit).unwrap();
+            let fits = jit_size_estimate(p.code()) <= JIT_CODE_BYTES;
+            assert_eq!(v.engine() == Engine::Jit, fits, "{n} divisions");
+        }
     }
 }

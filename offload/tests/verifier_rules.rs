@@ -327,6 +327,24 @@ fn jmp32_and_alu32() {
 }
 
 #[test]
+fn shift32_amount_wraps() {
+    // w4 = 8000 >> w5 with w5 in [32, 33]: the amount is masked to 0 or 1, so w4 is 8000
+    // or 4000: the verifier must not conclude 0 (it widens to any u32 and refuses the add).
+    let prog = |k: i32| {
+        epi(pro()
+            .ldx(B, 5, 3, 0)
+            .alu_imm(alu::AND, 5, 1)
+            .alu_imm(alu::ADD, 5, k)
+            .mov_imm(4, 8000)
+            .alu32_reg(alu::RSH, 4, 5)
+            .alu_reg(alu::ADD, 2, 4)
+            .ldx(B, 6, 2, 0))
+    };
+    refuse(&prog(32), PointerArith);
+    accept(&prog(2)); // 8000 >> [2, 3] <= 2000
+}
+
+#[test]
 fn mod32_disagreement_is_refused() {
     // w4 %= w5 with a 64-bit dividend and a possibly-zero divisor: rbpf keeps the upper
     // half, the kernel (and our interpreter) zero-extend.

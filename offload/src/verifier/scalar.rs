@@ -124,6 +124,10 @@ impl Scalar {
             if op == alu::MOV {
                 return b;
             }
+            if matches!(op, alu::LSH | alu::RSH) && b.umax >= 32 {
+                // 32-bit shifts mask the amount to 5 bits: a range reaching 32 wraps.
+                return Scalar::of_size(4);
+            }
             let r = Scalar::alu64_ranges(op, a, b);
             return if r.umax <= u32::MAX as u64 {
                 r
