@@ -85,7 +85,16 @@ fn gen(r: &mut Rng) -> Vec<u8> {
         let d = r.pick(&SCALARS);
         let s = r.pick(&SCALARS);
         let sz = r.pick(&SIZES);
-        let it = match r.below(11) {
+        let it = match r.below(13) {
+            11 | 12 => {
+                // Range-checked variable offset: trusts the verifier's ALU ranges.
+                let k = r.pick(&[255, 4088, 4095, 4096, 8191]);
+                Asm::new()
+                    .mov_reg(9, s)
+                    .jmp_imm(jmp::JGT, 9, k, 2)
+                    .alu_reg(alu::ADD, 9, 2)
+                    .ldx(sz, d, 9, 0)
+            }
             0 | 1 => {
                 let op = r.pick(&ALU_OPS);
                 let k = match op {
@@ -191,54 +200,63 @@ fn gen(r: &mut Rng) -> Vec<u8> {
     code
 }
 
+/// Runs `code` (if accepted) in all engines on random block and scratch and asserts the
+/// oracle property. Returns whether the verifier accepted it.
+fn check(code: &[u8], r: &mut Rng) -> bool {
+    let Ok(v) = verify(code) else { return false };
+    let mut block = [0u8; 4096];
+    let mut scratch = [0u8; 4096];
+    for b in block.iter_mut().chain(scratch.iter_mut()) {
+        *b = r.next() as u8;
+    }
+    // Ours, metered with the verifier's bound.
+    let mut ctx = [0u8; abi::CTX_SIZE];
+    abi::fill_ctx(&mut ctx, BLOCK_ADDR, SCRATCH_ADDR, 5, 0);
+    let mut s_ours = scratch;
+    let mut regions = Regions {
+        ctx: &mut ctx,
+        block: &block,
+        scratch: &mut s_ours,
+    };
+    let res = interp::run(code, &v.stack_usage, &mut regions, v.insn_bound)
+        .unwrap_or_else(|f| panic!("accepted program faulted: {f}\n{}", hex(code)));
+    assert!(res.executed <= v.insn_bound);
+    let out_ours = abi::read_outcome(&ctx);
+    let prog = Program::new(code.to_vec()).unwrap();
+    for engine in [Engine::Jit, Engine::RbpfInterp] {
+        let mut vm = Vm::new(&prog, engine).unwrap();
+        *vm.block_mut() = block;
+        *vm.scratch_mut() = scratch;
+        let (r0, out) = vm.run_hop(5, 0).unwrap();
+        assert_eq!(r0, res.r0, "{engine:?} r0\n{}", hex(code));
+        assert_eq!(out, out_ours, "{engine:?} ctx outcome\n{}", hex(code));
+        let diff = vm
+            .scratch()
+            .iter()
+            .zip(s_ours.iter())
+            .position(|(x, y)| x != y);
+        assert_eq!(diff, None, "{engine:?} scratch differs\n{}", hex(code));
+    }
+    true
+}
+
+fn env(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
 #[test]
 fn accepted_programs_agree_and_stay_in_bounds() {
     // OFFLOAD_DIFF_SEED / OFFLOAD_DIFF_ITERS allow longer ad-hoc runs.
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
     let mut r = Rng(env("OFFLOAD_DIFF_SEED", 0x2545_f491_4f6c_dd1d) | 1);
     let (mut accepted, mut total) = (0, 0);
     for _ in 0..env("OFFLOAD_DIFF_ITERS", 3000) {
         let code = gen(&mut r);
         total += 1;
-        let Ok(v) = verify(&code) else { continue };
-        accepted += 1;
-        let mut block = [0u8; 4096];
-        let mut scratch = [0u8; 4096];
-        for b in block.iter_mut().chain(scratch.iter_mut()) {
-            *b = r.next() as u8;
-        }
-        // Ours, metered with the verifier's bound.
-        let mut ctx = [0u8; abi::CTX_SIZE];
-        abi::fill_ctx(&mut ctx, BLOCK_ADDR, SCRATCH_ADDR, 5, 0);
-        let mut s_ours = scratch;
-        let mut regions = Regions {
-            ctx: &mut ctx,
-            block: &block,
-            scratch: &mut s_ours,
-        };
-        let res = interp::run(&code, &v.stack_usage, &mut regions, v.insn_bound)
-            .unwrap_or_else(|f| panic!("accepted program faulted: {f}\n{}", hex(&code)));
-        assert!(res.executed <= v.insn_bound);
-        let out_ours = abi::read_outcome(&ctx);
-        let prog = Program::new(code.clone()).unwrap();
-        for engine in [Engine::Jit, Engine::RbpfInterp] {
-            let mut vm = Vm::new(&prog, engine).unwrap();
-            *vm.block_mut() = block;
-            *vm.scratch_mut() = scratch;
-            let (r0, out) = vm.run_hop(5, 0).unwrap();
-            assert_eq!(r0, res.r0, "{engine:?} r0\n{}", hex(&code));
-            assert_eq!(out, out_ours, "{engine:?} ctx outcome\n{}", hex(&code));
-            let diff = vm
-                .scratch()
-                .iter()
-                .zip(s_ours.iter())
-                .position(|(x, y)| x != y);
-            assert_eq!(diff, None, "{engine:?} scratch differs\n{}", hex(&code));
+        if check(&code, &mut r) {
+            accepted += 1;
         }
     }
     eprintln!("{accepted} of {total} random programs accepted");
@@ -246,6 +264,53 @@ fn accepted_programs_agree_and_stay_in_bounds() {
         accepted * 5 > total,
         "generator too hostile: only {accepted} of {total} accepted"
     );
+}
+
+/// Mutations of the clang-built examples (real loop shapes): flip one field of one
+/// instruction at a time.
+#[test]
+fn mutated_examples_agree_and_stay_in_bounds() {
+    let mut r = Rng(env("OFFLOAD_DIFF_SEED", 0x9e37_79b9_7f4a_7c15) | 1);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bpf");
+    let mut accepted = 0;
+    let iters = env("OFFLOAD_DIFF_ITERS", 3000) / 10;
+    for name in [
+        "btree_lookup.o",
+        "list_walk.o",
+        "chain_sum.o",
+        "local_calls.o",
+    ] {
+        let elf = std::fs::read(dir.join(name)).unwrap();
+        let base = lsvd_offload::load_section(&elf, "offload").unwrap();
+        for _ in 0..iters {
+            let mut code = base.clone();
+            let n = code.len() / 8;
+            for _ in 0..1 + r.below(2) {
+                let i = r.below(n as u64) as usize * 8;
+                match r.below(4) {
+                    0 => code[i + 1] = (r.below(11) as u8) | ((r.below(11) as u8) << 4),
+                    1 => {
+                        let off = (i16::from_le_bytes([code[i + 2], code[i + 3]]) as i64
+                            + r.below(17) as i64
+                            - 8) as i16;
+                        code[i + 2..i + 4].copy_from_slice(&off.to_le_bytes());
+                    }
+                    2 => code[i + 4..i + 8].copy_from_slice(&(imm(&mut r)).to_le_bytes()),
+                    _ => {
+                        code[i] = r.pick(&[
+                            0x07, 0x0f, 0x17, 0x1f, 0x27, 0x57, 0x5f, 0x67, 0x77, 0xbf, 0x61, 0x69,
+                            0x71, 0x79, 0x2d, 0x3d, 0xad, 0xbd, 0x15, 0x55, 0x05,
+                        ])
+                    }
+                }
+            }
+            if check(&code, &mut r) {
+                accepted += 1;
+            }
+        }
+    }
+    eprintln!("{accepted} of {} mutants accepted", 4 * iters);
+    assert!(accepted > 0);
 }
 
 fn hex(code: &[u8]) -> String {
