@@ -252,7 +252,7 @@ fn accepted_programs_agree_and_stay_in_bounds() {
     // OFFLOAD_DIFF_SEED / OFFLOAD_DIFF_ITERS allow longer ad-hoc runs.
     let mut r = Rng(env("OFFLOAD_DIFF_SEED", 0x2545_f491_4f6c_dd1d) | 1);
     let (mut accepted, mut total) = (0, 0);
-    for _ in 0..env("OFFLOAD_DIFF_ITERS", 3000) {
+    for _ in 0..env("OFFLOAD_DIFF_ITERS", 2000) {
         let code = gen(&mut r);
         total += 1;
         if check(&code, &mut r) {
@@ -273,7 +273,7 @@ fn mutated_examples_agree_and_stay_in_bounds() {
     let mut r = Rng(env("OFFLOAD_DIFF_SEED", 0x9e37_79b9_7f4a_7c15) | 1);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bpf");
     let mut accepted = 0;
-    let iters = env("OFFLOAD_DIFF_ITERS", 3000) / 10;
+    let iters = env("OFFLOAD_DIFF_ITERS", 2000) / 10;
     for name in [
         "btree_lookup.o",
         "list_walk.o",
