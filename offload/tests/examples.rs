@@ -165,6 +165,38 @@ fn chain_sum_sums_all_blocks() {
 }
 
 #[test]
+fn filter_sum_with_a_branchy_loop_body() {
+    let code = load("filter_sum.o");
+    let v = accept(&code);
+    // Liveness-based pruning keeps this far below the 1,000,000 processed-insn limit.
+    assert!(v.processed < 200_000, "processed {}", v.processed);
+    let prog = Program::new(code).unwrap();
+    let mut blocks = vec![[0u8; 4096]; 3];
+    let vals1: Vec<u64> = (0..510).map(|i| (i * 37) % 1000).collect();
+    let vals2: Vec<u64> = (0..100).map(|i| 2000 - i).collect();
+    let mut w = vec![2u64, 510];
+    w.extend(&vals1);
+    blocks[1] = block_with(&w);
+    let mut w = vec![0u64, 100];
+    w.extend(&vals2);
+    blocks[2] = block_with(&w);
+    let t = 500u64;
+    let src = MemSource { blocks };
+    let mut args = t.to_le_bytes().to_vec();
+    args.extend_from_slice(&[0u8; 16]);
+    let r = run_all(&prog, &src, 1, &args);
+    let pass: Vec<u64> = vals1
+        .iter()
+        .chain(&vals2)
+        .copied()
+        .filter(|v| *v > t)
+        .collect();
+    assert_eq!(r.r0, pass.iter().sum::<u64>());
+    assert_eq!(u64_at(&r.scratch[..], 16), pass.len() as u64);
+    assert_eq!(r.hops, 2);
+}
+
+#[test]
 fn local_calls_agree_across_engines() {
     let code = load("local_calls.o");
     let v = accept(&code);
@@ -206,7 +238,13 @@ fn committed_objects_match_a_rebuild_when_clang_exists() {
     };
     let dir = tempdir();
     let inc = obj_path("../../include");
-    for name in ["btree_lookup", "list_walk", "chain_sum", "local_calls"] {
+    for name in [
+        "btree_lookup",
+        "list_walk",
+        "chain_sum",
+        "filter_sum",
+        "local_calls",
+    ] {
         let out = dir.join(format!("{name}.o"));
         let st = std::process::Command::new(clang)
             .args(["-O2", "-g0", "-target", "bpf", "-I"])

@@ -276,20 +276,25 @@ fn insn_bound() {
 
 #[test]
 fn verifier_limit() {
-    // 8 independent unknown branches before a loop.
-    let mut a = pro();
+    // 8 unknown branches that each leave a different live constant in r5 (256 distinct
+    // states), then a 100-iteration loop: about 256 * 200 processed instructions.
+    let mut a = pro().mov_imm(5, 0);
     for i in 0..8 {
         a = a
             .ldx(B, 4, 2, i)
+            .alu_imm(alu::LSH, 5, 1)
             .jmp_imm(jmp::JEQ, 4, 0, 1)
-            .mov_imm(5, i as i32);
+            .alu_imm(alu::ADD, 5, 1);
     }
-    let code = epi(a
+    let code = a
         .mov_imm(6, 0)
         .alu_imm(alu::ADD, 6, 1)
-        .jmp_imm(jmp::JLT, 6, 100, -2));
+        .jmp_imm(jmp::JLT, 6, 100, -2)
+        .mov_reg(0, 5)
+        .exit()
+        .build();
     let ok = verify_with_limits(&code, 100_000, 1_000_000, Duration::from_secs(1)).unwrap();
-    assert!(ok.processed > 300);
+    assert!(ok.processed > 256 * 200, "processed {}", ok.processed);
     let e =
         verify_with_limits(&code, 100_000, ok.processed - 1, Duration::from_secs(1)).unwrap_err();
     assert_eq!(e.kind, VerifierLimit);

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::liveness::{live_in, CALL_CLOBBER};
 use super::scalar::{branch32, branch64, Scalar};
 use super::state::{Frame, Region, Slot, State, Val, SLOTS};
 use super::structural::{structural_check, Layout};
@@ -51,6 +52,7 @@ struct Explorer<'a> {
     active: HashMap<usize, Vec<usize>>,
     stack_usage: HashMap<usize, u16>,
     call_edges: Vec<(usize, usize)>,
+    live: Vec<u16>,
 }
 
 /// Verifies `code` with explicit limits (tests use small ones).
@@ -62,6 +64,7 @@ pub fn verify_with_limits(
 ) -> Result<Verified, VerifyError> {
     let lay = structural_check(code)?;
     let has_calls = lay.has_calls;
+    let live = live_in(code, lay.n);
     let mut ex = Explorer {
         code,
         lay,
@@ -74,6 +77,7 @@ pub fn verify_with_limits(
         active: HashMap::new(),
         stack_usage: HashMap::new(),
         call_edges: Vec::new(),
+        live,
     };
     let mut f0 = Frame::new(0, 0);
     f0.regs[1] = Val::Ptr(Region::Ctx, Scalar::konst(0));
@@ -113,9 +117,10 @@ impl Explorer<'_> {
             if top.next_child < top.children.len() {
                 let idx = top.next_child;
                 top.next_child += 1;
-                let (pc, st) =
+                let (pc, mut st) =
                     std::mem::replace(&mut top.children[idx], (0, State { frames: Vec::new() }));
                 let depth = top.depth_before + top.c;
+                self.forget_dead(pc, &mut st);
                 if let Some(rem) = self.pruned(pc, &st) {
                     if depth + rem > self.max_bound {
                         return Err(self.bound_err(pc, depth + rem));
@@ -178,6 +183,25 @@ impl Explorer<'_> {
             next_child: 0,
             max_child: 0,
         });
+    }
+
+    /// Sets registers dead at `pc` (innermost frame) or at the return address (outer
+    /// frames) to `Uninit`: they are written before being read on every path.
+    fn forget_dead(&self, pc: usize, st: &mut State) {
+        let n = st.frames.len();
+        for k in 0..n {
+            let live = if k + 1 == n {
+                self.live.get(pc).copied().unwrap_or(u16::MAX)
+            } else {
+                let ret = st.frames[k + 1].ret_pc;
+                self.live.get(ret).copied().unwrap_or(u16::MAX) & !CALL_CLOBBER
+            };
+            for (r, v) in st.frames[k].regs.iter_mut().enumerate() {
+                if live & (1 << r) == 0 {
+                    *v = Val::Uninit;
+                }
+            }
+        }
     }
 
     fn pruned(&self, pc: usize, st: &State) -> Option<u64> {
@@ -280,7 +304,7 @@ impl Explorer<'_> {
                                 pc += 1;
                             }
                             (Some(t), Some(f)) => {
-                                return Ok(Seg::Next(c, vec![(tgt, t), (pc + 1, f)]))
+                                return Ok(Seg::Next(c, vec![(pc + 1, f), (tgt, t)]))
                             }
                             (None, None) => return Ok(Seg::Next(c, Vec::new())),
                         }

@@ -17,6 +17,7 @@
 //! [`MAX_INSN_BOUND`] → `InsnBound`.
 
 mod explore;
+mod liveness;
 pub mod scalar;
 pub mod state;
 mod structural;
