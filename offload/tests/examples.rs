@@ -269,3 +269,47 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Rough per-lookup cost per engine (not a benchmark: run by hand with
+/// `cargo test -p lsvd-offload --release --test examples -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_engines() {
+    let prog = Program::new(load("btree_lookup.o")).unwrap();
+    let pairs: Vec<(u64, u64)> = (0..254u64 * 254 * 4).map(|i| (i, i + 1)).collect();
+    let tree = btree::build(&pairs, btree::FANOUT);
+    let src = MemSource {
+        blocks: tree.blocks,
+    };
+    for e in ENGINES {
+        let mut vm = Vm::new(&prog, e).unwrap();
+        let n = 20_000u64;
+        let t = std::time::Instant::now();
+        let mut hops = 0;
+        for k in 0..n {
+            let key = (k * 7919) % (254 * 254 * 4);
+            let r = run_chain(
+                &mut vm,
+                &src,
+                tree.root,
+                &bt_args(key),
+                &ChainLimits::default(),
+            )
+            .unwrap();
+            hops += r.hops as u64;
+        }
+        let el = t.elapsed();
+        println!(
+            "{e:?} ({:?}): {} levels, {:.0} ns/lookup, {:.0} ns/hop",
+            vm.engine(),
+            tree.levels,
+            el.as_nanos() as f64 / n as f64,
+            el.as_nanos() as f64 / hops as f64
+        );
+    }
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        lsvd_offload::verify(prog.code()).unwrap();
+    }
+    println!("verify btree_lookup: {:?}", t.elapsed() / 20);
+}
