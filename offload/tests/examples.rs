@@ -238,30 +238,36 @@ fn committed_objects_match_a_rebuild_when_clang_exists() {
     };
     let dir = tempdir();
     let inc = obj_path("../../include");
-    for name in [
-        "btree_lookup",
-        "list_walk",
-        "chain_sum",
-        "filter_sum",
-        "local_calls",
-    ] {
-        let out = dir.join(format!("{name}.o"));
-        let st = std::process::Command::new(clang)
-            .args(["-O2", "-g0", "-target", "bpf", "-I"])
-            .arg(&inc)
-            .arg("-c")
-            .arg(obj_path(&format!("{name}.c")))
-            .arg("-o")
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        assert_eq!(
-            std::fs::read(&out).unwrap(),
-            std::fs::read(obj_path(&format!("{name}.o"))).unwrap(),
-            "{name}.o differs from a rebuild: run examples/build.sh"
-        );
+    let mut checked = 0;
+    for sub in ["", "hostile"] {
+        let mut srcs: Vec<_> = std::fs::read_dir(obj_path(sub))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "c"))
+            .collect();
+        srcs.sort();
+        for src in srcs {
+            let out = dir.join(src.with_extension("o").file_name().unwrap());
+            let st = std::process::Command::new(clang)
+                .args(["-O2", "-g0", "-target", "bpf", "-I"])
+                .arg(&inc)
+                .arg("-c")
+                .arg(&src)
+                .arg("-o")
+                .arg(&out)
+                .status()
+                .unwrap();
+            assert!(st.success(), "{}", src.display());
+            assert_eq!(
+                std::fs::read(&out).unwrap(),
+                std::fs::read(src.with_extension("o")).unwrap(),
+                "{} differs from a rebuild: run examples/build.sh",
+                src.display()
+            );
+            checked += 1;
+        }
     }
+    assert!(checked >= 20, "only {checked} sources found");
 }
 
 fn tempdir() -> std::path::PathBuf {

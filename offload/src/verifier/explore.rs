@@ -503,7 +503,10 @@ impl Explorer<'_> {
                 let o = self.bounds(pc, r, off, ins.off, size, -(STACK_SIZE as i64), 0)?;
                 self.note_stack(st, f, o);
                 let base = (o + STACK_SIZE as i64) as usize;
-                let frame = &st.frames[f as usize];
+                let frame = st
+                    .frames
+                    .get(f as usize)
+                    .ok_or_else(|| err(PointerLeak, pc, "pointer to a returned stack frame"))?;
                 if size == 8 && base % 8 == 0 {
                     match frame.stack.get(base / 8) {
                         Slot::Spill(v) => return Ok(v),
@@ -536,7 +539,9 @@ impl Explorer<'_> {
     }
 
     fn note_stack(&mut self, st: &State, frame: u8, o: i64) {
-        let func = st.frames[frame as usize].func;
+        let Some(func) = st.frames.get(frame as usize).map(|f| f.func) else {
+            return;
+        };
         let used = ((-o + 7) / 8 * 8) as u16;
         let e = self.stack_usage.entry(func).or_insert(0);
         *e = (*e).max(used);
@@ -596,7 +601,10 @@ impl Explorer<'_> {
                         ));
                     }
                 }
-                let frame = &mut st.frames[f as usize];
+                let frame = st
+                    .frames
+                    .get_mut(f as usize)
+                    .ok_or_else(|| err(PointerLeak, pc, "pointer to a returned stack frame"))?;
                 if size == 8 && base % 8 == 0 {
                     frame.stack.set(base / 8, Slot::Spill(val));
                     return Ok(());
