@@ -316,3 +316,44 @@ fn mutated_examples_agree_and_stay_in_bounds() {
 fn hex(code: &[u8]) -> String {
     code.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Arbitrary bytes (biased toward real opcodes): the verifier and our interpreter return
+/// errors or results, never panic; anything accepted satisfies the oracle.
+#[test]
+fn random_bytes_never_panic() {
+    const OPS: [u8; 24] = [
+        0x07, 0x0f, 0x17, 0x1f, 0x24, 0x2c, 0x37, 0x57, 0x67, 0x77, 0xb7, 0xbf, 0xb4, 0xbc, 0x61,
+        0x79, 0x62, 0x7b, 0x05, 0x15, 0x2d, 0x85, 0x95, 0x18,
+    ];
+    let mut r = Rng(env("OFFLOAD_DIFF_SEED", 0xdead_beef_cafe_f00d) | 1);
+    for _ in 0..env("OFFLOAD_DIFF_ITERS", 2000) {
+        let n = 1 + r.below(40) as usize;
+        let mut code = vec![0u8; n * 8];
+        for c in code.chunks_mut(8) {
+            for b in c.iter_mut() {
+                *b = r.next() as u8;
+            }
+            if r.below(4) != 0 {
+                c[0] = r.pick(&OPS);
+                c[1] &= 0x9a; // registers mostly in range
+                c[2] = (r.below(8) as u8).wrapping_sub(3);
+                c[3] = if c[2] > 0x80 { 0xff } else { 0 };
+            }
+        }
+        if r.below(2) == 0 {
+            code.extend_from_slice(&Asm::new().mov_imm(0, 0).exit().build());
+        }
+        let _ = check(&code, &mut r);
+        // Our interpreter on unverified code: a result or a fault, never a panic.
+        let mut ctx = [0u8; abi::CTX_SIZE];
+        abi::fill_ctx(&mut ctx, BLOCK_ADDR, SCRATCH_ADDR, 1, 0);
+        let block = [0u8; 4096];
+        let mut scratch = [0u8; 4096];
+        let mut regions = Regions {
+            ctx: &mut ctx,
+            block: &block,
+            scratch: &mut scratch,
+        };
+        let _ = interp::run(&code, &[], &mut regions, 10_000);
+    }
+}
