@@ -75,7 +75,7 @@ impl Geometry {
     /// slot fits.
     pub fn for_size(size: u64, block_size: u32) -> Option<Geometry> {
         let bs = block_size as u64;
-        if bs == 0 || bs % PAGE as u64 != 0 || block_size > MAX_BLOCK_SIZE {
+        if bs == 0 || !bs.is_multiple_of(PAGE as u64) || block_size > MAX_BLOCK_SIZE {
             return None;
         }
         let per = bs + 2 * (slot_entry_len(block_size) + SEG_REC_LEN) as u64;
@@ -145,7 +145,7 @@ impl Geometry {
         }
         let g = Geometry::with_slots(le32(b, 12), le32(b, 16));
         if g.block_size == 0
-            || g.block_size % PAGE as u32 != 0
+            || !g.block_size.is_multiple_of(PAGE as u32)
             || g.block_size > MAX_BLOCK_SIZE
             || g.region_len != le64(b, 24)
             || g.data_off != le64(b, 32)
@@ -304,7 +304,7 @@ impl Index {
             let len = le32(p, o + 12);
             if len == 0 {
                 slots.push(None);
-            } else if len > g.block_size || len as usize % PAGE != 0 {
+            } else if len > g.block_size || !(len as usize).is_multiple_of(PAGE) {
                 return Err(format!("slot {i}: bad length {len}"));
             } else {
                 let crcs = (0..len as usize / PAGE)

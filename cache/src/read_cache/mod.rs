@@ -105,3 +105,29 @@ pub struct ReadCacheStats {
     pub entries: u64,
     pub evictions: u64,
 }
+
+/// The 16-byte uuid of the image in `store` (from its superblock), as
+/// [`CachingStore::open`] wants it.
+pub fn image_uuid(store: &dyn log_engine::SegmentStore) -> log_engine::Result<[u8; 16]> {
+    let info = log_engine::read_info(store)?;
+    parse_uuid(&info.uuid).ok_or_else(|| {
+        log_engine::Error::corrupt(
+            format!("image in {}", store.describe()),
+            format!("uuid {:?} is not 32 hex digits", info.uuid),
+        )
+    })
+}
+
+/// Parse a uuid string (hex digits, hyphens ignored).
+pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}

@@ -175,12 +175,13 @@ impl CachingStore {
             }
         } else {
             info!(path = %path.display(), slots = geo.nslots, "formatting read cache");
-            if !is_dev && md.len() != geo.total {
-                file.set_len(geo.total)
-                    .map_err(|e| io_err("set length", path, e))?;
-            }
             file.write_all_at(&geo.encode_sb(), 0)
                 .map_err(|e| io_err("write superblock", path, e))?;
+        }
+        if !is_dev && md.len() != geo.total {
+            // Also after a truncation or a size change: exactly the layout.
+            file.set_len(geo.total)
+                .map_err(|e| io_err("set length", path, e))?;
         }
         if index.is_none() {
             // Retire both regions so no older index can come back.
@@ -507,7 +508,7 @@ impl CachingStore {
         }
         let p0 = (off_in_block / PAGE as u64) as usize;
         let p1 = (off_in_block + dst.len() as u64).div_ceil(PAGE as u64) as usize;
-        let aligned = off_in_block % PAGE as u64 == 0 && dst.len() % PAGE == 0;
+        let aligned = off_in_block.is_multiple_of(PAGE as u64) && dst.len().is_multiple_of(PAGE);
         let ok = if aligned {
             self.read_pages(key, e, v1, p0, p1, dst)
         } else {
@@ -591,7 +592,10 @@ impl CachingStore {
     /// Cache `data` (all valid bytes) as block `key` of segment generation
     /// `gen`. Best effort: failures only mean "not cached".
     fn insert(&self, key: Key, gen: u64, data: &[u8]) {
-        if data.is_empty() || data.len() % PAGE != 0 || self.shard(key).read().contains_key(&key) {
+        if data.is_empty()
+            || !data.len().is_multiple_of(PAGE)
+            || self.shard(key).read().contains_key(&key)
+        {
             return;
         }
         let Some(slot) = self.reserve_slot() else {
@@ -748,7 +752,7 @@ pub(super) fn load_index(file: &File, geo: &Geometry) -> (Option<Index>, u64, us
             cands.push((counter, r, plen));
         }
     }
-    cands.sort_by(|a, b| b.0.cmp(&a.0));
+    cands.sort_by_key(|c| std::cmp::Reverse(c.0));
     let max = cands.first().map(|c| (c.0, c.1)).unwrap_or((0, 1));
     for (counter, r, plen) in cands {
         let mut b = vec![0u8; IX_HDR_LEN + plen as usize];
@@ -783,7 +787,7 @@ impl SegmentStore for CachingStore {
     fn write_segment(&self, seq: u64, data: &[u8]) -> Result<()> {
         self.inner.write_segment(seq, data)?;
         let len = data.len() as u64;
-        if len % PAGE as u64 != 0 {
+        if !len.is_multiple_of(PAGE as u64) {
             return Ok(());
         }
         let fp = crc32c::crc32c(&data[..data.len().min(PAGE)]);
