@@ -129,6 +129,7 @@ fn engine_model_through_cache() {
         let mut model = vec![0u64; blocks as usize];
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut tag = 1u64;
+        let mut gc_deleted = 0;
         for round in 0..4 {
             let (cache, img) = open_cached(t.path(), size, o);
             check(&img, &model);
@@ -171,6 +172,7 @@ fn engine_model_through_cache() {
             img.flush().unwrap();
             img.gc_once().unwrap();
             check(&img, &model);
+            gc_deleted += img.stats().segments_deleted;
             let len = std::fs::metadata(t.path().join("rcache")).unwrap().len();
             assert!(len <= size, "cache file {len} > {size}");
             let st = cache.stats();
@@ -180,6 +182,7 @@ fn engine_model_through_cache() {
             drop(img);
             cache.persist_index().unwrap();
         }
+        assert!(gc_deleted > 0, "GC never deleted a segment");
     }
 }
 
@@ -238,6 +241,71 @@ fn second_read_hits_and_index_survives_restart() {
     let s = cache.stats();
     assert_eq!(s.misses, 0, "everything hits after a warm restart: {s:?}");
     assert!(s.hits > 0);
+    img.close().unwrap();
+}
+
+/// The image changes while the cache is not in use (writes, discards, GC
+/// deletes): reopening with the old index serves only current data.
+#[test]
+fn image_changed_without_cache_then_reopened_with_it() {
+    let t = tempfile::tempdir().unwrap();
+    let blocks = 1024u64;
+    Image::create(
+        dir_store(t.path()),
+        &CreateOptions {
+            size: blocks * 4096,
+            segment_size: 128 * 1024,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let mut model = vec![0u64; blocks as usize];
+    let write = |img: &Image, model: &mut Vec<u64>, tag: u64, lba: u64, n: u64| {
+        let mut d = Vec::new();
+        for i in lba..lba + n {
+            d.extend_from_slice(&block(tag, i));
+            model[i as usize] = tag;
+        }
+        img.write(lba * 4096, &d).unwrap();
+    };
+    {
+        let (cache, img) = open_cached(t.path(), 16 << 20, CacheOptions::default());
+        for k in 0..16 {
+            write(&img, &mut model, 1, k * 64, 64);
+        }
+        img.close().unwrap();
+        drop(img);
+        drop(cache);
+    }
+    {
+        let (cache, img) = open_cached(t.path(), 16 << 20, CacheOptions::default());
+        check(&img, &model); // fills the cache
+        img.close().unwrap();
+        drop(img);
+        assert!(cache.stats().entries > 0);
+    }
+    {
+        let img = Image::open(dir_store(t.path()), opts()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for tag in 2..200 {
+            let lba = rng.gen_range(0..blocks - 8);
+            if tag % 5 == 0 {
+                img.discard(lba * 4096, 8 * 4096).unwrap();
+                for i in lba..lba + 8 {
+                    model[i as usize] = 0;
+                }
+            } else {
+                write(&img, &mut model, tag, lba, 8);
+            }
+        }
+        img.flush().unwrap();
+        let r = img.gc_once().unwrap();
+        assert!(r.segments_deleted > 0 || !r.victims.is_empty(), "{r:?}");
+        img.close().unwrap();
+    }
+    let (cache, img) = open_cached(t.path(), 16 << 20, CacheOptions::default());
+    check(&img, &model);
+    assert!(cache.stats().hits > 0, "{:?}", cache.stats());
     img.close().unwrap();
 }
 
