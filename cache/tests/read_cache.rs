@@ -492,6 +492,36 @@ fn concurrent_readers_under_eviction() {
 }
 
 #[test]
+fn one_user_per_file_and_periodic_persist() {
+    let t = tempfile::tempdir().unwrap();
+    let c = raw_cache(t.path(), 8 << 20, 1);
+    let second = CachingStore::open(dir_store(t.path()), &cfg(t.path(), 8 << 20), [1; 16]);
+    assert!(
+        matches!(second, Err(log_engine::Error::Unavailable(_))),
+        "{second:?}"
+    );
+    c.start_persister(Duration::from_millis(30));
+    let a = seg_bytes(8, 256 * 1024);
+    c.write_segment(2, &a).unwrap();
+    read_all(&*c, 2, a.len());
+    let path = t.path().join("rcache");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = inspect(&path).unwrap();
+        if info.stats.entries == 4 {
+            assert_eq!(info.image_uuid, Some([1; 16]));
+            assert_eq!(info.segments, 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never persisted: {info:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn bad_config_is_an_error() {
     let t = tempfile::tempdir().unwrap();
     let inner = dir_store(t.path());

@@ -141,6 +141,13 @@ impl CachingStore {
             .truncate(false)
             .open(path)
             .map_err(|e| io_err("open", path, e))?;
+        lock_exclusive(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Unavailable(format!(
+                "read cache {} is in use by another CachingStore",
+                path.display()
+            )),
+            _ => io_err("lock", path, e),
+        })?;
         let md = file.metadata().map_err(|e| io_err("stat", path, e))?;
         let is_dev = md.file_type().is_block_device();
         let geo = if is_dev {
@@ -730,6 +737,19 @@ impl CachingStore {
         for (seq, len) in segs {
             self.drop_blocks(seq, len);
         }
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: one cache per file at a time (released when
+/// the file is closed).
+fn lock_exclusive(f: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
