@@ -534,3 +534,34 @@ fn bad_config_is_an_error() {
         assert!(CachingStore::open(inner.clone(), &c, [0; 16]).is_err());
     }
 }
+
+/// The cache on a block device (needs root and a scratch device, so it is
+/// ignored by default and run by hand):
+/// `losetup -f --show scratch.img` then
+/// `LSVD_RCACHE_DEV=/dev/loopN cargo test -p lsvd-cache --test read_cache -- --ignored`.
+/// Fails (never passes silently) without `LSVD_RCACHE_DEV`.
+#[test]
+#[ignore]
+fn block_device_cache() {
+    let dev =
+        std::env::var("LSVD_RCACHE_DEV").expect("set LSVD_RCACHE_DEV to a scratch block device");
+    let t = tempfile::tempdir().unwrap();
+    let c = ReadCacheConfig {
+        path: dev.into(),
+        size: u64::MAX, // clamped to the device size
+        block_size: BS,
+    };
+    let a = seg_bytes(6, 1 << 20);
+    {
+        let cache = CachingStore::open(dir_store(t.path()), &c, [4; 16]).unwrap();
+        cache.write_segment(1, &a).unwrap();
+        assert_eq!(read_all(&*cache, 1, a.len()), a);
+        assert_eq!(cache.stats().entries, 16);
+    }
+    let info = inspect(&c.path).unwrap();
+    assert_eq!(info.stats.entries, 16, "{info:?}");
+    let cache = CachingStore::open(dir_store(t.path()), &c, [4; 16]).unwrap();
+    assert_eq!(cache.stats().entries, 16);
+    assert_eq!(read_all(&*cache, 1, a.len()), a);
+    assert_eq!(cache.stats().misses, 0);
+}
