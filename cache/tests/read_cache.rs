@@ -70,6 +70,7 @@ fn opts() -> OpenOptions {
         max_pending_bytes: 4 << 20,
         checkpoint_every: 4,
         gc: GcConfig {
+            policy: Default::default(),
             enabled: false,
             threshold_pct: 70,
             interval: Duration::from_millis(20),
