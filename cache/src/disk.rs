@@ -123,8 +123,13 @@ pub struct Disk {
     sh: Arc<Shared>,
     releaser: Mutex<Option<JoinHandle<()>>>,
     journal_path: PathBuf,
+    /// Held while the disk is open (see [`crate::journal::JournalLock`]).
+    _lock: Option<crate::journal::JournalLock>,
     closed: AtomicBool,
 }
+
+/// How long an open waits for another process to let go of the journal.
+const JOURNAL_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Disk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,6 +176,7 @@ impl Disk {
         if let Some(rc) = read_cache {
             warn!(path = %rc.path.display(), "read cache not wired yet; ignoring");
         }
+        let mut jlock = crate::journal::lock(&jcfg.path, JOURNAL_LOCK_WAIT)?;
         let binding = Binding::load(&*store);
         let image = Image::open(store.clone(), opts)?;
         let uuid = parse_uuid(&image.info().uuid)?;
@@ -325,6 +331,9 @@ impl Disk {
         }
         .store(&*store)?;
         let journal = Journal::start(jcfg, uuid, base)?;
+        if jlock.is_none() {
+            jlock = crate::journal::lock(&jcfg.path, JOURNAL_LOCK_WAIT)?;
+        }
         Binding::Dirty {
             uuid,
             generation: journal.generation(),
@@ -357,6 +366,7 @@ impl Disk {
                 sh,
                 releaser: Mutex::new(Some(releaser)),
                 journal_path: jcfg.path.clone(),
+                _lock: jlock,
                 closed: AtomicBool::new(false),
             },
             rep,

@@ -231,6 +231,11 @@ fn open_device(cfg: &JournalConfig) -> Result<(File, u64)> {
         if cfg.size > 0 && meta.len() != cfg.size {
             file.set_len(cfg.size)
                 .map_err(|e| Error::io(format!("resize {}", what()), e))?;
+            // Write the new range once: direct writes into holes or
+            // unwritten extents would need a metadata update each (and an
+            // fsync to make it durable).
+            zero_fill(&cfg.path, meta.len().min(cfg.size), cfg.size)
+                .map_err(|e| Error::io(format!("zero-fill {}", what()), e))?;
         }
         if cfg.size > 0 {
             cfg.size
@@ -246,6 +251,60 @@ fn open_device(cfg: &JournalConfig) -> Result<(File, u64)> {
         )));
     }
     Ok((file, size))
+}
+
+/// An exclusive `flock` on the journal file or device, held by the
+/// process using it. Besides keeping two processes off one journal, it
+/// waits out a killed predecessor: the lock is released only when the last
+/// reference to its open file goes, and io_uring holds one per request, so
+/// once we have the lock no write of the dead process can still land.
+#[derive(Debug)]
+pub struct JournalLock {
+    _file: File,
+}
+
+/// Lock the journal at `path`, waiting up to `wait`. `Ok(None)` when the
+/// path does not exist (nothing to protect yet).
+pub fn lock(path: &Path, wait: Duration) -> Result<Option<JournalLock>> {
+    use std::os::fd::AsRawFd;
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("open journal {}", path.display()), e)),
+    };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a valid descriptor we own.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(Some(JournalLock { _file: f }));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(Error::io(format!("lock journal {}", path.display()), e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Unavailable(format!(
+                "journal {} is in use by another process",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Write zeros over `[from, to)` of a regular file and sync it.
+fn zero_fill(path: &Path, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new().write(true).open(path)?;
+    let zeros = vec![0u8; 8 << 20];
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(zeros.len() as u64) as usize;
+        f.write_all_at(&zeros[..n], pos)?;
+        pos += n as u64;
+    }
+    f.sync_all()
 }
 
 impl Journal {

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use log_engine::{Error, Result};
 
-use super::format::{RecordHeader, Superblock, BLOCK, DATA_START};
+use super::format::{AlignedBuf, RecordHeader, Superblock, BLOCK, DATA_START};
 
 /// Bytes read per chunk while scanning.
 const CHUNK: u64 = 16 << 20;
@@ -69,8 +69,23 @@ pub struct JournalInfo {
     pub damaged: u64,
 }
 
-fn open_ro(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| Error::io(format!("open journal {}", path.display()), e))
+/// Open read-only with O_DIRECT (buffered where the file system refuses
+/// it): reads then never share the page cache with the direct writes of
+/// a previous process whose last I/O may still be completing.
+fn open_ro(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => File::open(path),
+        r => r,
+    }
+}
+
+fn open_ro_ctx(path: &Path) -> Result<File> {
+    open_ro(path).map_err(|e| Error::io(format!("open journal {}", path.display()), e))
 }
 
 fn device_size(f: &File, path: &Path) -> Result<u64> {
@@ -91,7 +106,7 @@ fn read_at(f: &File, buf: &mut [u8], pos: u64, path: &Path) -> Result<()> {
 
 /// Read the superblock slots. `Ok(None)` when the path does not exist.
 pub fn probe(path: &Path) -> Result<Option<Probe>> {
-    let f = match File::open(path) {
+    let f = match open_ro(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("open journal {}", path.display()), e)),
@@ -103,7 +118,7 @@ pub fn probe(path: &Path) -> Result<Option<Probe>> {
             superblock: Err(format!("too small ({device_size} bytes)")),
         }));
     }
-    let mut b = vec![0u8; DATA_START as usize];
+    let mut b = AlignedBuf::new(DATA_START as usize);
     read_at(&f, &mut b, 0, path)?;
     let mut best: Option<Superblock> = None;
     let mut errors = Vec::new();
@@ -134,18 +149,17 @@ pub fn probe(path: &Path) -> Result<Option<Probe>> {
 
 /// Find every valid record of `sb`'s image and generation.
 pub fn scan(path: &Path, sb: &Superblock) -> Result<ScanResult> {
-    let f = open_ro(path)?;
+    let f = open_ro_ctx(path)?;
     let end = sb.size;
     let mut out = ScanResult::default();
-    let mut chunk: Vec<u8> = Vec::new();
+    let mut chunk = AlignedBuf::new(CHUNK as usize);
+    let mut chunk_len = 0usize;
     let mut chunk_pos = 0u64;
     let mut pos = DATA_START;
-    let mut extra = Vec::new();
     while pos + BLOCK <= end {
-        if pos < chunk_pos || pos + BLOCK > chunk_pos + chunk.len() as u64 {
-            let len = CHUNK.min(end - pos) as usize;
-            chunk.resize(len, 0);
-            read_at(&f, &mut chunk, pos, path)?;
+        if pos < chunk_pos || pos + BLOCK > chunk_pos + chunk_len as u64 {
+            chunk_len = CHUNK.min(end - pos) as usize;
+            read_at(&f, &mut chunk[..chunk_len], pos, path)?;
             chunk_pos = pos;
         }
         let at = (pos - chunk_pos) as usize;
@@ -173,13 +187,14 @@ pub fn scan(path: &Path, sb: &Superblock) -> Result<ScanResult> {
         }
         let data_at = pos + BLOCK;
         let data_end = data_at + hdr.data_len;
-        let crc = if data_end <= chunk_pos + chunk.len() as u64 {
+        let crc = if data_end <= chunk_pos + chunk_len as u64 {
             let s = (data_at - chunk_pos) as usize;
             crc32c::crc32c(&chunk[s..s + hdr.data_len as usize])
         } else {
-            extra.resize(hdr.data_len as usize, 0);
-            read_at(&f, &mut extra, data_at, path)?;
-            crc32c::crc32c(&extra)
+            let mut extra = AlignedBuf::new(hdr.data_len as usize);
+            let n = extra.len();
+            read_at(&f, &mut extra[..n], data_at, path)?;
+            crc32c::crc32c(&extra[..hdr.data_len as usize])
         };
         if crc != hdr.data_crc {
             out.damaged
@@ -198,8 +213,13 @@ pub fn scan(path: &Path, sb: &Superblock) -> Result<ScanResult> {
 
 /// Read and verify the data of a record found by [`scan`].
 pub fn read_record(f: &File, path: &Path, rec: &RecordInfo) -> Result<Vec<u8>> {
-    let mut data = vec![0u8; rec.header.data_len as usize];
-    read_at(f, &mut data, rec.pos + BLOCK, path)?;
+    if rec.header.data_len == 0 {
+        return Ok(Vec::new());
+    }
+    let mut buf = AlignedBuf::new(rec.header.data_len as usize);
+    let n = buf.len();
+    read_at(f, &mut buf[..n], rec.pos + BLOCK, path)?;
+    let data = buf[..rec.header.data_len as usize].to_vec();
     if crc32c::crc32c(&data) != rec.header.data_crc {
         return Err(Error::corrupt(
             format!(
@@ -216,7 +236,7 @@ pub fn read_record(f: &File, path: &Path, rec: &RecordInfo) -> Result<Vec<u8>> {
 
 /// Open a journal for [`read_record`].
 pub fn open_for_read(path: &Path) -> Result<File> {
-    open_ro(path)
+    open_ro_ctx(path)
 }
 
 /// Describe the journal at `path` without changing it.
