@@ -58,7 +58,7 @@ use tracing::{info, warn};
 
 use crate::journal::binding::Binding;
 use crate::journal::format::{parse_uuid, uuid_string, RecordKind};
-use crate::journal::scan::{self, probe, read_record, scan};
+use crate::journal::scan::{self, probe, scan};
 use crate::journal::{Journal, JournalConfig, JournalStats};
 
 /// Read-cache settings (placeholder until the read cache lands; the seam is
@@ -284,13 +284,14 @@ impl Disk {
 
         // Replay.
         if !plan.is_empty() {
-            let f = scan::open_for_read(&jcfg.path)?;
+            let size = usable.as_ref().map_or(0, |sb| sb.size);
+            let mut reader = scan::RecordReader::open(&jcfg.path, size)?;
             for r in &plan {
                 let h = &r.header;
                 let (off, len) = h.extents.first().copied().unwrap_or((0, 0));
                 let seq = match h.kind {
                     RecordKind::Write => {
-                        let data = read_record(&f, &jcfg.path, r)?;
+                        let data = reader.read(r)?;
                         rep.replayed_bytes += data.len() as u64;
                         image.write(off, &data)?
                     }
