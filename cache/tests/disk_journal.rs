@@ -184,6 +184,38 @@ fn damaged_record_stops_replay_and_flushed_loss_is_refused() {
 }
 
 #[test]
+fn concurrent_writers_share_device_writes() {
+    let t = tempfile::tempdir().unwrap();
+    let s = new_image(t.path(), "img");
+    let jc = JournalConfig::new(t.path().join("journal"), 32 << 20);
+    let (d, _) = Disk::open(s, &jc, None, opts(), false).unwrap();
+    let d = Arc::new(d);
+    let hs: Vec<_> = (0..16u64)
+        .map(|th| {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    d.write((th * 50 + i) * 4096, &block(i, 4096), false)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let st = d.cache_info().journal;
+    assert_eq!(st.records_written, 800);
+    assert!(
+        st.device_writes < st.records_written,
+        "group commit: {} device writes for {} records",
+        st.device_writes,
+        st.records_written
+    );
+    d.close().unwrap();
+}
+
+#[test]
 fn full_journal_waits_and_drops_nothing() {
     let t = tempfile::tempdir().unwrap();
     let s = new_image(t.path(), "img");
