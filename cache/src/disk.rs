@@ -42,9 +42,10 @@
 //! backend covers the hole and the journal's coverage can pass it.
 //!
 //! # Read cache
-//! `read_cache: Option<&ReadCacheConfig>` is accepted by [`Disk::open`];
-//! SEAM: until `read_cache::CachingStore` lands, it is reported as not
-//! wired (`CacheInfo::read_cache == false`) and the store is used directly.
+//! With a [`ReadCacheConfig`], the engine runs over a
+//! [`crate::read_cache::CachingStore`] wrapping the backend store (segment
+//! reads are cached on local flash; segments are immutable, so cached data
+//! is never stale). The journal binding is kept in the backend itself.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,15 +61,12 @@ use crate::journal::binding::Binding;
 use crate::journal::format::{parse_uuid, uuid_string, RecordKind};
 use crate::journal::scan::{self, probe, scan};
 use crate::journal::{Journal, JournalConfig, JournalStats};
+use crate::read_cache::{CachingStore, ReadCacheStats};
 
-/// Read-cache settings (placeholder until the read cache lands; the seam is
-/// in [`Disk::open`]).
-#[derive(Clone, Debug)]
-pub struct ReadCacheConfig {
-    pub path: PathBuf,
-    pub size: u64,
-    pub block_size: u32,
-}
+pub use crate::read_cache::ReadCacheConfig;
+
+/// How often the read cache's index is persisted while the disk is open.
+const READ_CACHE_PERSIST: Duration = Duration::from_secs(30);
 
 /// What [`Disk::open`] found and did.
 #[derive(Clone, Debug, Default)]
@@ -103,12 +101,14 @@ pub struct CacheInfo {
     pub durable_write_seq: u64,
     /// Engine: last write applied.
     pub last_write_seq: u64,
-    /// The read cache is wired in.
-    pub read_cache: bool,
+    /// Read-cache counters, when a read cache is in use.
+    pub read_cache: Option<ReadCacheStats>,
 }
 
 struct Shared {
+    /// The backend store (holds the journal binding).
     store: Arc<dyn SegmentStore>,
+    rcache: Option<Arc<CachingStore>>,
     image: Image,
     journal: Journal,
     /// An engine write failed (a seq may have no record): the next flush
@@ -124,7 +124,7 @@ pub struct Disk {
     releaser: Mutex<Option<JoinHandle<()>>>,
     journal_path: PathBuf,
     /// Held while the disk is open (see [`crate::journal::JournalLock`]).
-    _lock: Option<crate::journal::JournalLock>,
+    lock: Mutex<Option<crate::journal::JournalLock>>,
     closed: AtomicBool,
 }
 
@@ -171,14 +171,20 @@ impl Disk {
             ));
         }
         let started = Instant::now();
-        // SEAM (read cache): wrap `store` in read_cache::CachingStore here
-        // once it lands; the journal binding is kept in the inner store.
-        if let Some(rc) = read_cache {
-            warn!(path = %rc.path.display(), "read cache not wired yet; ignoring");
-        }
         let mut jlock = crate::journal::lock(&jcfg.path, JOURNAL_LOCK_WAIT)?;
         let binding = Binding::load(&*store);
-        let image = Image::open(store.clone(), opts)?;
+        // The engine reads through the read cache, if any; the journal
+        // binding stays in the backend store itself.
+        let (engine_store, rcache) = match read_cache {
+            Some(rc) => {
+                let cs =
+                    CachingStore::open(store.clone(), rc, crate::read_cache::image_uuid(&*store)?)?;
+                cs.start_persister(READ_CACHE_PERSIST);
+                (cs.clone() as Arc<dyn SegmentStore>, Some(cs))
+            }
+            None => (store.clone(), None),
+        };
+        let image = Image::open(engine_store, opts)?;
         let uuid = parse_uuid(&image.info().uuid)?;
         let backend_seq = image.last_write_seq();
         let mut rep = OpenReport {
@@ -351,6 +357,7 @@ impl Disk {
         );
         let sh = Arc::new(Shared {
             store,
+            rcache,
             image,
             journal,
             hole: AtomicBool::new(false),
@@ -367,7 +374,7 @@ impl Disk {
                 sh,
                 releaser: Mutex::new(Some(releaser)),
                 journal_path: jcfg.path.clone(),
-                _lock: jlock,
+                lock: Mutex::new(jlock),
                 closed: AtomicBool::new(false),
             },
             rep,
@@ -487,7 +494,7 @@ impl Disk {
             journal: self.sh.journal.stats(),
             durable_write_seq: self.sh.image.durable_write_seq(),
             last_write_seq: self.sh.image.last_write_seq(),
-            read_cache: false,
+            read_cache: self.sh.rcache.as_ref().map(|c| c.stats()),
         }
     }
 
@@ -512,12 +519,18 @@ impl Disk {
         let res = self.sh.image.close();
         self.sh.journal.close();
         res?;
+        if let Some(c) = &self.sh.rcache {
+            c.persist_index()?;
+        }
         let base = self.sh.image.last_write_seq();
         Binding::Clean {
             uuid,
             base_seq: base,
         }
-        .store(&*self.sh.store)
+        .store(&*self.sh.store)?;
+        // The read cache (held by the engine) is let go when the Disk drops.
+        *self.lock.lock() = None;
+        Ok(())
     }
 
     fn stop_releaser(&self) {

@@ -250,3 +250,32 @@ fn full_journal_waits_and_drops_nothing() {
     }
     d.close().unwrap();
 }
+
+#[test]
+fn read_cache_under_the_engine() {
+    use lsvd_cache::disk::ReadCacheConfig;
+    let t = tempfile::tempdir().unwrap();
+    let s = new_image(t.path(), "img");
+    let jc = JournalConfig::new(t.path().join("journal"), 8 << 20);
+    let rc = ReadCacheConfig::new(t.path().join("rcache"), 16 << 20);
+    let (d, _) = Disk::open(s, &jc, Some(&rc), opts(), false).unwrap();
+    for i in 0..16u64 {
+        d.write(i * 65536, &block(i, 65536), false).unwrap();
+    }
+    d.flush().unwrap();
+    drop(d); // crash: replay goes through the engine over the cache
+    let (d, rep) =
+        Disk::open(reopen_store(t.path(), "img"), &jc, Some(&rc), opts(), false).unwrap();
+    assert_eq!(rep.replayed_to, 16);
+    d.close().unwrap();
+    drop(d);
+    let (d, _) = Disk::open(reopen_store(t.path(), "img"), &jc, Some(&rc), opts(), false).unwrap();
+    for _ in 0..2 {
+        for i in 0..16u64 {
+            assert_eq!(read(&d, i * 65536, 65536), block(i, 65536));
+        }
+    }
+    let st = d.cache_info().read_cache.expect("read cache in use");
+    assert!(st.hits > 0, "{st:?}");
+    d.close().unwrap();
+}

@@ -53,6 +53,10 @@ pub struct CatalogEntry {
     pub store: String,
     /// Creation time, seconds since the Unix epoch.
     pub created: u64,
+    /// crc32c of the fields above (see [`CatalogEntry::content_crc`]),
+    /// checked on every read like every other lsvd on-disk format.
+    #[serde(default)]
+    pub crc32c: u32,
 }
 
 impl CatalogEntry {
@@ -62,13 +66,26 @@ impl CatalogEntry {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        CatalogEntry {
+        let mut e = CatalogEntry {
             format: ENTRY_FORMAT.to_string(),
             version: ENTRY_VERSION,
             name: name.to_string(),
             store: store.to_string(),
             created,
-        }
+            crc32c: 0,
+        };
+        e.crc32c = e.content_crc();
+        e
+    }
+
+    /// crc32c over the entry's fields in a fixed order (NUL-separated), so
+    /// the check does not depend on how the JSON is laid out.
+    pub fn content_crc(&self) -> u32 {
+        let canon = format!(
+            "{}\0{}\0{}\0{}\0{}",
+            self.format, self.version, self.name, self.store, self.created
+        );
+        crc32c::crc32c(canon.as_bytes())
     }
 }
 
@@ -237,6 +254,9 @@ impl Catalog {
         let tmp =
             self.images_dir()
                 .join(format!(".{}.json.tmp-{}", entry.name, std::process::id()));
+        let mut entry = entry.clone();
+        entry.crc32c = entry.content_crc();
+        let entry = &entry;
         let mut json = serde_json::to_vec_pretty(entry)
             .map_err(|e| Error::InvalidArgument(format!("encode catalog entry: {e}")))?;
         json.push(b'\n');
@@ -356,6 +376,16 @@ fn parse_entry(path: &Path, name: &str, bytes: &[u8]) -> Result<CatalogEntry> {
             version: entry.version,
         });
     }
+    if entry.crc32c != entry.content_crc() {
+        return Err(Error::corrupt(
+            what(),
+            format!(
+                "crc32c mismatch (stored {:08x}, computed {:08x})",
+                entry.crc32c,
+                entry.content_crc()
+            ),
+        ));
+    }
     if entry.name != name {
         return Err(Error::corrupt(
             what(),
@@ -377,6 +407,21 @@ fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tampered_entry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::new(dir.path());
+        cat.insert(&CatalogEntry::new("vm", "dir:/a")).unwrap();
+        assert_eq!(cat.require("vm").unwrap().store, "dir:/a");
+        let p = cat.entry_path("vm");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("dir:/a", "dir:/b");
+        std::fs::write(&p, text).unwrap();
+        let err = cat.require("vm").unwrap_err().to_string();
+        assert!(err.contains("crc32c mismatch"), "{err}");
+    }
 
     #[test]
     fn names() {

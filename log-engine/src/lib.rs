@@ -24,8 +24,8 @@ pub mod store;
 pub mod zoned;
 
 pub use engine::{
-    fsck, read_info, CreateOptions, FsckReport, GcConfig, GcReport, Image, ImageInfo, OpenOptions,
-    Stats,
+    fsck, read_info, CreateOptions, FsckReport, GcConfig, GcPolicy, GcReport, Image, ImageInfo,
+    OpenOptions, Stats,
 };
 pub use error::{Error, Result};
 pub use format::Compression;

@@ -64,6 +64,7 @@ pub fn test_opts(background_gc: bool) -> OpenOptions {
         max_pending_bytes: 8 << 20,
         checkpoint_every: 4,
         gc: GcConfig {
+            policy: Default::default(),
             enabled: background_gc,
             threshold_pct: 70,
             interval: Duration::from_millis(20),

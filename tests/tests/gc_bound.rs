@@ -19,6 +19,7 @@ fn run(kind: StoreKind) {
     let opts = OpenOptions {
         checkpoint_every: 8,
         gc: GcConfig {
+            policy: Default::default(),
             enabled: true,
             threshold_pct: threshold,
             interval: Duration::from_millis(5),

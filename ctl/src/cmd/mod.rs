@@ -111,6 +111,7 @@ pub(crate) fn open_options(read_only: bool) -> OpenOptions {
         max_pending_bytes: 64 << 20,
         checkpoint_every: 16,
         gc: GcConfig {
+            policy: Default::default(),
             enabled: false,
             threshold_pct: 50,
             interval: Duration::from_secs(10),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tracing::{debug, info};
 
 use super::state::{Batch, Counters, Inner, SegInfo};
-use super::GcReport;
+use super::{GcPolicy, GcReport};
 use crate::extent_map::{MapExtent, Piece, Target};
 use crate::format::segment::{Record, RecordKind, SegmentKind};
 use crate::store::Media;
@@ -94,6 +94,18 @@ impl Inner {
         }
     }
 
+    /// Victim rank under the configured policy: lower is cleaned first.
+    fn rank(&self, live: u64, total: u64, age: u64) -> u64 {
+        let u = live as f64 / total.max(1) as f64;
+        match self.opts.gc.policy {
+            GcPolicy::Greedy => (u * 1e6) as u64,
+            GcPolicy::CostBenefit => {
+                let benefit = (1.0 - u) * (age as f64 + 1.0) / (1.0 + u);
+                (1e12 / (benefit + 1e-9)).min(u64::MAX as f64 / 2.0) as u64
+            }
+        }
+    }
+
     fn choose_victims(&self, report: &mut GcReport) -> Vec<u64> {
         let threshold = self.opts.gc.threshold_pct as u64;
         let budget = self.seg_blocks() as u64 * 2;
@@ -110,6 +122,7 @@ impl Inner {
         let mut victims = Vec::new();
         match self.store.media() {
             Media::Object => {
+                let now = st.next_seq;
                 let mut cands: Vec<(u64, u64, u64)> = st
                     .segs
                     .range(..=last_ckpt)
@@ -119,7 +132,7 @@ impl Inner {
                     })
                     .map(|(&seq, s)| {
                         (
-                            s.live_blocks as u64 * 1000 / s.data_blocks as u64,
+                            self.rank(s.live_blocks as u64, s.data_blocks as u64, now - seq),
                             s.live_blocks as u64,
                             seq,
                         )
@@ -154,14 +167,16 @@ impl Inner {
                     }
                 }
                 let mut best: Option<(u64, u32)> = None;
-                for (u, (live, total, _, blocked)) in &units {
+                let now = st.next_seq;
+                for (u, (live, total, seqs, blocked)) in &units {
                     if *blocked || open.contains(u) || *total == 0 {
                         continue;
                     }
                     if live * 100 < threshold * total {
-                        let ratio = live * 1000 / total;
-                        if best.is_none_or(|(r, _)| ratio < r) {
-                            best = Some((ratio, *u));
+                        let newest = seqs.iter().max().copied().unwrap_or(now);
+                        let rank = self.rank(*live, *total, now.saturating_sub(newest));
+                        if best.is_none_or(|(r, _)| rank < r) {
+                            best = Some((rank, *u));
                         }
                     }
                 }

@@ -38,9 +38,22 @@ pub struct CreateOptions {
     pub compression: Compression,
 }
 
+/// How GC ranks victims among the segments (or zones) below the threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GcPolicy {
+    /// Least live data first.
+    #[default]
+    Greedy,
+    /// Sprite LFS's cost-benefit: (1 - u) * age / (1 + u), oldest and
+    /// emptiest first (age = how many segments were written since).
+    CostBenefit,
+}
+
 /// Garbage-collector settings.
 #[derive(Clone, Debug)]
 pub struct GcConfig {
+    /// Victim ranking.
+    pub policy: GcPolicy,
     /// Run the background cleaner.
     pub enabled: bool,
     /// Segments (or zones) whose live share is below this percentage are
@@ -63,6 +76,7 @@ impl Default for CreateOptions {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig {
+            policy: GcPolicy::Greedy,
             enabled: true,
             threshold_pct: 70,
             interval: Duration::from_millis(500),
@@ -252,6 +266,7 @@ impl Image {
             last_upload_error: None,
             no_space_since: None,
             closed: false,
+            spare_buffers: Vec::new(),
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {

@@ -59,6 +59,14 @@ pub(crate) fn read_superblock(store: &dyn SegmentStore) -> Result<Superblock> {
 /// Rebuild state from the store (no writes to the store).
 pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recovered> {
     let mut r = Recovered::default();
+    let stored = store.list_segments()?;
+    let stored_seqs: std::collections::BTreeSet<u64> = stored.iter().map(|e| e.seq).collect();
+
+    // The newest checkpoint that verifies and whose referenced segments
+    // all exist. An older one is as good a starting point (the two newest
+    // are kept, and segments after either are never deleted), so a lost
+    // newest checkpoint or a lost segment it needs costs only the writes
+    // after the gap, never consistency.
     let mut loaded: Option<(Manifest, ExtentMap)> = None;
     for seq in list_checkpoints(store)? {
         if loaded.is_some() {
@@ -72,6 +80,22 @@ pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recov
         }
         match load_checkpoint(store, &sb.uuid, seq) {
             Ok(c) => {
+                let missing = c
+                    .manifest
+                    .segments
+                    .iter()
+                    .find(|s| !s.zombie && s.live_blocks > 0 && !stored_seqs.contains(&s.seq));
+                if let Some(m) = missing {
+                    let why = format!(
+                        "{} is missing from {} but this checkpoint maps {} blocks to it",
+                        segment_name(m.seq),
+                        store.describe(),
+                        m.live_blocks
+                    );
+                    warn!(seq, reason = %why, "checkpoint unusable; trying an older one");
+                    r.bad_ckpts.push((seq, why));
+                    continue;
+                }
                 r.valid_ckpts.push(seq);
                 loaded = Some((c.manifest, c.map));
             }
@@ -84,15 +108,22 @@ pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recov
     }
     r.valid_ckpts.sort_unstable();
     let (manifest, map) = loaded.ok_or_else(|| {
+        let why = r.bad_ckpts.first().map_or_else(
+            || "there is none".to_string(),
+            |(s, w)| format!("checkpoint {s:016x}: {w}"),
+        );
         Error::corrupt(
             format!("image in {}", store.describe()),
-            "no valid checkpoint (every checkpoint manifest is missing or corrupt)",
+            format!("no usable checkpoint ({why})"),
         )
     })?;
     r.map = map;
     r.ckpt_seq = manifest.ckpt_seq;
     r.write_seq = manifest.last_write_seq;
     for s in &manifest.segments {
+        if !stored_seqs.contains(&s.seq) {
+            continue; // a zombie whose deletion finished, or an empty one
+        }
         r.segs.insert(
             s.seq,
             SegInfo {
@@ -103,24 +134,6 @@ pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recov
             },
         );
     }
-
-    let stored = store.list_segments()?;
-    let stored_seqs: std::collections::BTreeSet<u64> = stored.iter().map(|e| e.seq).collect();
-    for (&seq, info) in &r.segs {
-        if !stored_seqs.contains(&seq) && info.zombie.is_none() && info.live_blocks > 0 {
-            return Err(Error::corrupt(
-                segment_name(seq),
-                format!(
-                    "missing from {} but checkpoint {:016x} maps {} blocks to it",
-                    store.describe(),
-                    r.ckpt_seq,
-                    info.live_blocks
-                ),
-            ));
-        }
-    }
-    r.segs
-        .retain(|seq, info| stored_seqs.contains(seq) || info.live_blocks > 0);
     r.leftovers = stored_seqs
         .range(..=r.ckpt_seq)
         .filter(|s| !r.segs.contains_key(s))

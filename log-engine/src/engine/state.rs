@@ -87,6 +87,8 @@ pub(crate) struct State {
     /// succeeds): waiters then fail with `NoSpace` instead of a timeout.
     pub no_space_since: Option<std::time::Instant>,
     pub closed: bool,
+    /// Emptied data buffers of uploaded batches, reused by new batches.
+    pub spare_buffers: Vec<Vec<u8>>,
 }
 
 impl State {

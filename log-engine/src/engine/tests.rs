@@ -13,6 +13,7 @@ fn opts() -> OpenOptions {
         max_pending_bytes: 4 << 20,
         checkpoint_every: 4,
         gc: GcConfig {
+            policy: Default::default(),
             enabled: false,
             ..GcConfig::default()
         },

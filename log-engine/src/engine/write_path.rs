@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use super::state::{Batch, Counters, Inner, SegInfo, State};
 use crate::extent_map::{MapExtent, Target};
-use crate::format::segment::{build_segment, Record, RecordKind, SegmentKind};
+use crate::format::segment::{build_segment_parts, Record, RecordKind, SegmentKind};
 use crate::{Error, Result};
 
 /// How long uploads may fail with `NoSpace` before waiters get the error.
@@ -92,7 +92,10 @@ impl Inner {
                 seq,
                 kind: SegmentKind::Write,
                 records: Vec::new(),
-                data: Vec::with_capacity(self.sb.segment_size as usize),
+                data: st
+                    .spare_buffers
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(self.sb.segment_size as usize)),
                 write_seq: (0, 0),
             });
         }
@@ -259,7 +262,7 @@ impl Inner {
     /// Build and store one sealed batch, retrying with backoff until the
     /// store acknowledges it or the image shuts down.
     pub(crate) fn upload(&self, b: &Batch) {
-        let object = match build_segment(
+        let parts = match build_segment_parts(
             &self.sb.uuid,
             b.seq,
             b.kind,
@@ -269,7 +272,7 @@ impl Inner {
             self.sb.chunk_size,
             b.write_seq,
         ) {
-            Ok(o) => o,
+            Ok(p) => p,
             Err(e) => {
                 // A bug, not a store problem: the batch is inconsistent.
                 // Keep the data in memory (reads still work) and say so loudly.
@@ -279,11 +282,12 @@ impl Inner {
                 return;
             }
         };
+        let slices: [&[u8]; 2] = [&parts.header, &parts.body];
         let mut delay = Duration::from_millis(10);
         loop {
-            match self.store.write_segment(b.seq, &object) {
+            match self.store.write_segment_parts(b.seq, &slices) {
                 Ok(()) => break,
-                Err(Error::Exists(_)) if self.same_segment_stored(b.seq, &object) => break,
+                Err(Error::Exists(_)) if self.same_segment_stored(b.seq, &slices.concat()) => break,
                 Err(e) => {
                     warn!(seq = b.seq, error = %e, "segment upload failed; retrying");
                     {
@@ -305,7 +309,7 @@ impl Inner {
                 }
             }
         }
-        Counters::add(&self.counters.store_bytes_written, object.len() as u64);
+        Counters::add(&self.counters.store_bytes_written, parts.len() as u64);
         let mut st = self.state.lock();
         st.mark_durable(b.seq);
         st.segs_since_ckpt += 1;
@@ -314,6 +318,21 @@ impl Inner {
         self.changed.notify_all();
         if want_ckpt {
             self.wake_maintenance();
+        }
+    }
+
+    /// Keep the data buffer of an uploaded batch for a later batch (saves
+    /// faulting in fresh pages for every segment). Only when we hold the last
+    /// reference: readers copy out under the lock and never keep one.
+    fn recycle(&self, b: Arc<Batch>) {
+        if let Ok(mut b) = Arc::try_unwrap(b) {
+            if b.data.capacity() >= self.sb.segment_size as usize {
+                b.data.clear();
+                let mut st = self.state.lock();
+                if st.spare_buffers.len() < 4 {
+                    st.spare_buffers.push(std::mem::take(&mut b.data));
+                }
+            }
         }
     }
 
@@ -329,7 +348,10 @@ impl Inner {
 pub(crate) fn uploader(inner: Arc<Inner>) {
     while !inner.is_shutdown() {
         match inner.upload_rx.recv() {
-            Ok(Some(b)) => inner.upload(&b),
+            Ok(Some(b)) => {
+                inner.upload(&b);
+                inner.recycle(b);
+            }
             Ok(None) | Err(_) => break,
         }
     }

@@ -12,7 +12,8 @@ pub use checkpoint::{
     Manifest, PartEntry, SegmentStat, PART_MAX_EXTENTS,
 };
 pub use segment::{
-    build_segment, decode_object, ChunkEntry, Record, RecordKind, SegmentHeader, SegmentKind,
+    build_segment, build_segment_parts, decode_object, ChunkEntry, Record, RecordKind,
+    SegmentHeader, SegmentKind, SegmentParts,
 };
 pub use superblock::{SbRecord, Superblock};
 

@@ -236,6 +236,55 @@ pub fn build_segment(
     chunk_size: u32,
     write_seq: (u64, u64),
 ) -> Result<Vec<u8>> {
+    let parts = build_segment_parts(
+        uuid,
+        seq,
+        kind,
+        records,
+        data,
+        compression,
+        chunk_size,
+        write_seq,
+    )?;
+    let mut out = parts.header;
+    out.extend_from_slice(&parts.body);
+    Ok(out)
+}
+
+/// A segment object in two parts, so a store can write it without first
+/// copying the data behind the header: `header` (padded to 4096) then
+/// `body` (the data area, padded to 4096; borrowed from the caller's data
+/// when it is stored raw).
+#[derive(Debug)]
+pub struct SegmentParts<'a> {
+    pub header: Vec<u8>,
+    pub body: std::borrow::Cow<'a, [u8]>,
+}
+
+impl SegmentParts<'_> {
+    /// Total object length.
+    pub fn len(&self) -> usize {
+        self.header.len() + self.body.len()
+    }
+
+    /// Never empty (the header is at least 4096 bytes).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// [`build_segment`] without concatenating header and data.
+#[allow(clippy::too_many_arguments)]
+pub fn build_segment_parts<'a>(
+    uuid: &[u8; 16],
+    seq: u64,
+    kind: SegmentKind,
+    records: &[Record],
+    data: &'a [u8],
+    compression: Compression,
+    chunk_size: u32,
+    write_seq: (u64, u64),
+) -> Result<SegmentParts<'a>> {
     let name = segment_name(seq);
     let bad = |d: String| Error::InvalidArgument(format!("building {name}: {d}"));
     check_chunk_size(chunk_size).map_err(bad)?;
@@ -304,7 +353,7 @@ pub fn build_segment(
     };
 
     let total = header_len as usize + (area.len()).next_multiple_of(BLOCK_SIZE as usize);
-    let mut w = Writer::with_capacity(total);
+    let mut w = Writer::with_capacity(header_len as usize);
     let flags = match compression {
         Compression::None => 0,
         Compression::Zstd => FLAG_COMPRESSED,
@@ -342,11 +391,17 @@ pub fn build_segment(
     w.crc();
     w.pad_to(BLOCK_SIZE as usize);
     debug_assert_eq!(w.len(), header_len as usize);
-    w.bytes(&area);
-    w.pad_to(BLOCK_SIZE as usize);
-    let out = w.into_inner();
-    debug_assert_eq!(out.len(), total);
-    Ok(out)
+    let header = w.into_inner();
+    let padded = area.len().next_multiple_of(BLOCK_SIZE as usize);
+    let body = if padded == area.len() {
+        area
+    } else {
+        let mut v = area.into_owned();
+        v.resize(padded, 0);
+        std::borrow::Cow::Owned(v)
+    };
+    debug_assert_eq!(header.len() + body.len(), total);
+    Ok(SegmentParts { header, body })
 }
 
 impl SegmentHeader {

@@ -244,10 +244,17 @@ impl DirStore {
 
     /// Write `data` to a fresh temp file and fsync it; returns its path.
     fn write_tmp(&self, what: &str, data: &[u8]) -> Result<PathBuf> {
+        self.write_tmp_parts(what, &[data])
+    }
+
+    /// Write `parts` one after the other into a new temp file, fsync it.
+    fn write_tmp_parts(&self, what: &str, parts: &[&[u8]]) -> Result<PathBuf> {
         let tmp = self.tmp_path(what);
         let res = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
+            for p in parts {
+                f.write_all(p)?;
+            }
             f.sync_all()
         })();
         if let Err(e) = res {
@@ -299,14 +306,18 @@ impl SegmentStore for DirStore {
     }
 
     fn write_segment(&self, seq: u64, data: &[u8]) -> Result<()> {
-        if !data.len().is_multiple_of(4096) {
+        self.write_segment_parts(seq, &[data])
+    }
+
+    fn write_segment_parts(&self, seq: u64, parts: &[&[u8]]) -> Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if !len.is_multiple_of(4096) {
             return Err(Error::InvalidArgument(format!(
-                "segment {seq:016x}: length {} is not a multiple of 4096",
-                data.len()
+                "segment {seq:016x}: length {len} is not a multiple of 4096"
             )));
         }
         let fin = self.path.join(segment_file_name(seq));
-        let tmp = self.write_tmp(&segment_file_name(seq), data)?;
+        let tmp = self.write_tmp_parts(&segment_file_name(seq), parts)?;
         if let Err(e) = rename_noreplace(&tmp, &fin) {
             let _ = fs::remove_file(&tmp);
             if e.kind() == io::ErrorKind::AlreadyExists {

@@ -70,6 +70,13 @@ pub trait SegmentStore: Send + Sync + std::fmt::Debug {
     /// stored, [`crate::Error::NoSpace`] when the medium is full.
     fn write_segment(&self, seq: u64, data: &[u8]) -> Result<()>;
 
+    /// [`Self::write_segment`] of the concatenation of `parts` (a segment's
+    /// header and its data), for stores that can write them without first
+    /// copying them into one buffer. The default concatenates.
+    fn write_segment_parts(&self, seq: u64, parts: &[&[u8]]) -> Result<()> {
+        self.write_segment(seq, &parts.concat())
+    }
+
     /// Read `buf.len()` bytes of segment `seq` starting at `offset`.
     /// [`crate::Error::NotFound`] if the segment does not exist; a read past
     /// the end of the segment is an error, never silently short.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log_engine::{Compression, CreateOptions, GcConfig, Image, OpenOptions};
+use log_engine::{Compression, CreateOptions, GcConfig, GcPolicy, Image, OpenOptions};
 use lsvd_tests::{spec, StoreKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,6 +48,7 @@ fn opts(gc: bool, threshold: u8) -> OpenOptions {
         max_pending_bytes: 128 << 20,
         checkpoint_every: 64,
         gc: GcConfig {
+            policy: Default::default(),
             enabled: gc,
             threshold_pct: threshold,
             interval: Duration::from_millis(10),
@@ -88,6 +89,21 @@ fn new_image(
         Arc::new(Image::open(store, opts(gc, threshold)).unwrap()),
         d,
     )
+}
+
+fn new_image_gc(kind: StoreKind, dir: &Path, size: u64, policy: GcPolicy) -> (Arc<Image>, PathBuf) {
+    let (img, d) = new_image(kind, dir, size, true, 70);
+    // Reopen with the policy (options are per open).
+    img.close().unwrap();
+    drop(img);
+    let mut o = opts(true, 70);
+    o.gc.policy = policy;
+    let store = log_engine::store::spec::open_store(&match kind {
+        StoreKind::Dir => spec(kind, &d),
+        StoreKind::ZonedFile => format!("zoned-file:{}", d.join("zoned.img").display()),
+    })
+    .unwrap();
+    (Arc::new(Image::open(store, o).unwrap()), d)
 }
 
 fn rand_writes(img: &Image, size: u64, n: u64, seed: u64) -> f64 {
@@ -190,33 +206,46 @@ fn main() {
         img.close().unwrap();
     }
 
-    // GC write amplification at 80 % fill.
+    // GC write amplification at 80 % fill: both policies, uniform and
+    // skewed (80 % of overwrites hit 20 % of the data) overwrites.
     let mut wa_rows = Vec::new();
     for kind in [StoreKind::Dir, StoreKind::ZonedFile] {
-        let gsize = (size / 2).max(64 << 20);
-        let (img, _d) = new_image(kind, tmp.path(), gsize, true, 70);
-        let fill = gsize / 4096 * 8 / 10;
-        let buf = vec![0x11u8; 1 << 20];
-        for i in 0..fill / 256 {
-            img.write(i << 20, &buf).unwrap();
+        for policy in [GcPolicy::Greedy, GcPolicy::CostBenefit] {
+            for skewed in [false, true] {
+                let gsize = (size / 2).max(64 << 20);
+                let (img, _d) = new_image_gc(kind, tmp.path(), gsize, policy);
+                let fill = gsize / 4096 * 8 / 10;
+                let buf = vec![0x11u8; 1 << 20];
+                for i in 0..fill / 256 {
+                    img.write(i << 20, &buf).unwrap();
+                }
+                img.flush().unwrap();
+                let before = img.stats();
+                let mut rng = StdRng::seed_from_u64(3);
+                let one = vec![0x22u8; 4096];
+                for _ in 0..fill * 3 {
+                    let lba = if skewed && rng.gen_bool(0.8) {
+                        rng.gen_range(0..fill / 5)
+                    } else {
+                        rng.gen_range(0..fill)
+                    };
+                    img.write(lba * 4096, &one).unwrap();
+                }
+                img.flush().unwrap();
+                let after = img.stats();
+                let client = (after.client_bytes_written - before.client_bytes_written) as f64;
+                let store = (after.store_bytes_written - before.store_bytes_written) as f64;
+                wa_rows.push(format!(
+                    "{:<10} {:<12} {:<8} {:>6.2} {:>10}",
+                    format!("{kind:?}"),
+                    format!("{policy:?}"),
+                    if skewed { "80/20" } else { "uniform" },
+                    store / client,
+                    (after.gc_bytes_copied - before.gc_bytes_copied) >> 20
+                ));
+                img.close().unwrap();
+            }
         }
-        img.flush().unwrap();
-        let before = img.stats();
-        let mut rng = StdRng::seed_from_u64(3);
-        let one = vec![0x22u8; 4096];
-        for _ in 0..fill * 3 {
-            img.write(rng.gen_range(0..fill) * 4096, &one).unwrap();
-        }
-        img.flush().unwrap();
-        let after = img.stats();
-        let client = (after.client_bytes_written - before.client_bytes_written) as f64;
-        let store = (after.store_bytes_written - before.store_bytes_written) as f64;
-        wa_rows.push(format!(
-            "{kind:?}: GC write amplification at 80% fill, 3x random 4 KiB overwrite, greedy threshold 70%: {:.2} (gc copied {} MiB)",
-            store / client,
-            (after.gc_bytes_copied - before.gc_bytes_copied) >> 20
-        ));
-        img.close().unwrap();
     }
 
     println!(
@@ -227,6 +256,11 @@ fn main() {
     for r in &rows {
         println!("{:<48} {:>14} {:>9.2}x", r.what, r.value, r.mib_s / raw);
     }
+    println!("\nGC write amplification (store bytes / client bytes) at 80% fill, 3x overwrite with 4 KiB writes, threshold 70%");
+    println!(
+        "{:<10} {:<12} {:<8} {:>6} {:>10}",
+        "store", "policy", "writes", "WA", "copied MiB"
+    );
     for w in wa_rows {
         println!("{w}");
     }

@@ -1,1 +1,0 @@
-//! Read cache (being written).

@@ -1,0 +1,6 @@
+#include "lsvd_offload.h"
+LSVD_SEC("offload") __u64 f(struct lsvd_ctx *ctx)
+{
+	ctx->done = 1;
+	return (__u64)ctx->data;
+}
