@@ -418,6 +418,17 @@ impl Disk {
         r
     }
 
+    /// Append the record of engine write `seq`; a failure leaves a seq
+    /// without a record (a hole), which the next flush covers by flushing
+    /// the engine.
+    fn journal(&self, seq: u64, kind: RecordKind, extent: (u64, u64), data: &[u8]) -> Result<()> {
+        let r = self.sh.journal.append(seq, kind, extent, data);
+        if r.is_err() {
+            self.sh.hole.store(true, Ordering::Release);
+        }
+        r
+    }
+
     /// Write `data` at `offset`; returns the write seq of its last piece.
     /// Complete once the journal holds it; with `fua`, once it is durable.
     /// Writes larger than a journal record are split (each piece atomic).
@@ -429,9 +440,7 @@ impl Disk {
         for (i, piece) in data.chunks(max).enumerate() {
             let off = offset + (i * max) as u64;
             seq = self.engine(self.sh.image.write(off, piece))?;
-            self.sh
-                .journal
-                .append(seq, RecordKind::Write, (off, piece.len() as u64), piece)?;
+            self.journal(seq, RecordKind::Write, (off, piece.len() as u64), piece)?;
         }
         if fua && seq > 0 {
             self.sync_upto(seq)?;
@@ -446,9 +455,7 @@ impl Disk {
             return Ok(self.sh.image.last_write_seq());
         }
         let seq = self.engine(self.sh.image.discard(offset, len))?;
-        self.sh
-            .journal
-            .append(seq, RecordKind::Discard, (offset, len), &[])?;
+        self.journal(seq, RecordKind::Discard, (offset, len), &[])?;
         Ok(seq)
     }
 
@@ -459,9 +466,7 @@ impl Disk {
             return Ok(self.sh.image.last_write_seq());
         }
         let seq = self.engine(self.sh.image.write_zeroes(offset, len))?;
-        self.sh
-            .journal
-            .append(seq, RecordKind::Zeroes, (offset, len), &[])?;
+        self.journal(seq, RecordKind::Zeroes, (offset, len), &[])?;
         Ok(seq)
     }
 
