@@ -1,1 +1,0 @@
-//! Write journal (being written).
