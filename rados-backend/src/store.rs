@@ -22,6 +22,7 @@
 //! - `destroy` removes the superblock object last, so an interrupted `rm`
 //!   still lists the image and can be repeated.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,6 +158,8 @@ struct Pool {
     cfg: ConnConfig,
     retry_budget: Duration,
     conn: Mutex<Option<Arc<Conn>>>,
+    /// Connections dropped after a timeout or shutdown (for tests, stats).
+    reconnects: AtomicU64,
     /// For messages: `rados:POOL[/NS]/NAME` or `rados:POOL[/NS]`.
     label: String,
 }
@@ -167,6 +170,7 @@ impl Pool {
             cfg,
             retry_budget: opts.retry_budget,
             conn: Mutex::new(None),
+            reconnects: AtomicU64::new(0),
             label,
         };
         // Connect now so a bad cluster or pool fails at open, not later.
@@ -193,6 +197,7 @@ impl Pool {
         let mut g = self.conn.lock();
         if g.as_ref().is_some_and(|c| Arc::ptr_eq(c, bad)) {
             *g = None;
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -316,6 +321,12 @@ impl RadosStore {
         let label = loc.describe();
         let pool = Pool::new(conn_config(&loc, &opts), &opts, label)?;
         Ok(RadosStore { loc, opts, pool })
+    }
+
+    /// How many times the connection was dropped and rebuilt after a
+    /// timeout (each time the failed op was re-sent).
+    pub fn reconnects(&self) -> u64 {
+        self.pool.reconnects.load(Ordering::Relaxed)
     }
 
     /// Where this image lives.

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The RADOS store's tests on a real one-node Ceph cluster (bluestore on a
+# sparse file, so the OSD kill -9 + restart test keeps its data):
+# install (if needed), start the cluster, `cargo test -p lsvd-rados` with
+# CEPH_CONF and LSVD_REQUIRE_CEPH=1, stop the cluster. Prints [time] per part.
+# FAILS (never skips) when the cluster cannot start.
+#   env: CEPH_DIR (default: a fresh temp dir), PROPTEST_CASES (model test
+#        cases, default 16), CARGO_TEST_ARGS (extra args, e.g. a filter)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+here=tests/ceph
+
+t() { local t0=$SECONDS; "$@"; echo "[time] $(( SECONDS - t0 )) s: $*"; }
+
+t "$here/install.sh"
+dir=${CEPH_DIR:-$(mktemp -d /tmp/lsvd-ceph.XXXXXX)/cluster}
+cleanup() { t "$here/ceph-down.sh" "$dir" || true; }
+trap cleanup EXIT
+# A small block file is enough for the tests (sparse; the model and restart
+# tests write a few hundred MiB at most).
+if ! BLOCK_SIZE=${BLOCK_SIZE:-4294967296} t "$here/ceph-up.sh" "$dir" bluestore; then
+    echo "FAIL: the Ceph cluster did not start (logs were in $dir/log)" >&2
+    exit 1
+fi
+export CEPH_CONF="$(realpath "$dir")/ceph.conf" LSVD_REQUIRE_CEPH=1
+export PROPTEST_CASES=${PROPTEST_CASES:-16}
+# shellcheck disable=SC2086
+t cargo test -p lsvd-rados ${CARGO_TEST_ARGS:-} -- --nocapture
+echo "tests/ceph/run.sh: PASS"
