@@ -42,3 +42,40 @@ pub fn map(e: RawError, store: &str) -> Error {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(code: i32) -> RawError {
+        RawError {
+            what: "write object img.0000000000000001".into(),
+            code: -code,
+        }
+    }
+
+    #[test]
+    fn errno_maps_to_engine_errors_naming_the_object() {
+        let cases: [(i32, fn(&Error) -> bool); 7] = [
+            (libc::ENOENT, |e| matches!(e, Error::NotFound(_))),
+            (libc::EEXIST, |e| matches!(e, Error::Exists(_))),
+            (libc::ENOSPC, |e| matches!(e, Error::NoSpace(_))),
+            (libc::EDQUOT, |e| matches!(e, Error::NoSpace(_))),
+            (libc::ETIMEDOUT, |e| matches!(e, Error::Timeout(_))),
+            (libc::EIO, |e| matches!(e, Error::Io { .. })),
+            (libc::EINVAL, |e| matches!(e, Error::InvalidArgument(_))),
+        ];
+        for (code, ok) in cases {
+            let e = map(raw(code), "rados:p/img");
+            assert!(ok(&e), "errno {code} -> {e:?}");
+            let s = e.to_string();
+            assert!(
+                s.contains("img.0000000000000001") && s.contains("rados:p/img"),
+                "{s}"
+            );
+        }
+        assert!(map(raw(libc::ETIMEDOUT), "x").is_transient());
+        assert!(!map(raw(libc::EIO), "x").is_transient());
+        assert!(needs_reconnect(-libc::ETIMEDOUT) && !needs_reconnect(-libc::ENOENT));
+    }
+}

@@ -37,7 +37,9 @@ bench() { target/release/lsvd-rados-bench --spec "rados:$POOL/lsvdbench?conf=$CE
 iops_of() { sed -n 's/.*ops\/sec: *\([0-9.]*\).*/\1/p' | tail -1; }
 
 # --- RBD: create, fill sequentially, random writes, random reads ---
-t rbd pool init "$POOL" >&2
+# (no `rbd pool init`: it needs the pool free of other applications; rbd
+# create/bench work on the rados-tagged pool without a mgr)
+t ceph osd pool application enable "$POOL" rbd --yes-i-really-mean-it >&2
 t rbd create --size "$IMAGE_SIZE" "$POOL/rbdbench" >&2
 t rbd bench --io-type write --io-pattern seq --io-size 4M --io-threads 4 \
     --io-total "$IMAGE_SIZE" "$POOL/rbdbench" >/dev/null
@@ -63,7 +65,7 @@ echo "$out" >&2
 lsvd_w_iops=$(sed -n 's/^RESULT phase=write .*iops=\([0-9]*\).*/\1/p' <<<"$out")
 lsvd_w_ops=$(( w1 - w0 ))
 r0=$(op_r)
-out=$(t bench --read-secs "$READ_SECS")
+out=$(t bench --read-secs "$READ_SECS" --no-gc)
 r1=$(op_r)
 echo "$out" >&2
 lsvd_r_iops=$(sed -n 's/^RESULT phase=read .*iops=\([0-9]*\).*/\1/p' <<<"$out")

@@ -50,6 +50,10 @@ struct Args {
     /// Segment uploads in flight.
     #[arg(long, default_value_t = 8)]
     upload_threads: usize,
+    /// Run without the background garbage collector (e.g. for a read phase
+    /// that should measure reads only).
+    #[arg(long)]
+    no_gc: bool,
     /// Remove the image at the end.
     #[arg(long)]
     rm: bool,
@@ -87,7 +91,10 @@ fn main() -> Result<()> {
             store.clone(),
             OpenOptions {
                 upload_threads: a.upload_threads,
-                gc: GcConfig::default(),
+                gc: GcConfig {
+                    enabled: !a.no_gc,
+                    ..GcConfig::default()
+                },
                 ..OpenOptions::default()
             },
         )
