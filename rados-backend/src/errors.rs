@@ -56,18 +56,26 @@ mod tests {
 
     #[test]
     fn errno_maps_to_engine_errors_naming_the_object() {
-        let cases: [(i32, fn(&Error) -> bool); 7] = [
-            (libc::ENOENT, |e| matches!(e, Error::NotFound(_))),
-            (libc::EEXIST, |e| matches!(e, Error::Exists(_))),
-            (libc::ENOSPC, |e| matches!(e, Error::NoSpace(_))),
-            (libc::EDQUOT, |e| matches!(e, Error::NoSpace(_))),
-            (libc::ETIMEDOUT, |e| matches!(e, Error::Timeout(_))),
-            (libc::EIO, |e| matches!(e, Error::Io { .. })),
-            (libc::EINVAL, |e| matches!(e, Error::InvalidArgument(_))),
-        ];
-        for (code, ok) in cases {
+        let kind = |e: &Error| match e {
+            Error::NotFound(_) => "NotFound",
+            Error::Exists(_) => "Exists",
+            Error::NoSpace(_) => "NoSpace",
+            Error::Timeout(_) => "Timeout",
+            Error::Io { .. } => "Io",
+            Error::InvalidArgument(_) => "InvalidArgument",
+            _ => "other",
+        };
+        for (code, want) in [
+            (libc::ENOENT, "NotFound"),
+            (libc::EEXIST, "Exists"),
+            (libc::ENOSPC, "NoSpace"),
+            (libc::EDQUOT, "NoSpace"),
+            (libc::ETIMEDOUT, "Timeout"),
+            (libc::EIO, "Io"),
+            (libc::EINVAL, "InvalidArgument"),
+        ] {
             let e = map(raw(code), "rados:p/img");
-            assert!(ok(&e), "errno {code} -> {e:?}");
+            assert_eq!(kind(&e), want, "errno {code} -> {e:?}");
             let s = e.to_string();
             assert!(
                 s.contains("img.0000000000000001") && s.contains("rados:p/img"),

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,7 +62,10 @@ fn osd_kill9_and_restart_loses_no_flushed_write() {
             std::env::var("LSVD_REQUIRE_CEPH").as_deref() != Ok("1"),
             "osd restart test needs a bluestore cluster (ceph-up.sh DIR bluestore)"
         );
-        println!("SKIPPED: cluster is not bluestore (osd restart test)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: cluster is not bluestore (osd restart test)"
+        );
         return;
     }
     let dir = Path::new(&conf).parent().unwrap().to_path_buf();

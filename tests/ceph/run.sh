@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=tests/ceph
 
-t() { local t0=$SECONDS; "$@"; echo "[time] $(( SECONDS - t0 )) s: $*"; }
+t() { local t0=$SECONDS rc=0; "$@" || rc=$?; echo "[time] $(( SECONDS - t0 )) s: $*"; return $rc; }
 
 t "$here/install.sh"
 dir=${CEPH_DIR:-$(mktemp -d /tmp/lsvd-ceph.XXXXXX)/cluster}
