@@ -20,10 +20,10 @@ t() { local t0=$SECONDS rc=0; "$@" || rc=$?; echo "[time] $(( SECONDS - t0 )) s:
 t "$here/install.sh" >&2
 t cargo build --release -p lsvd-rados --bin lsvd-rados-bench >&2
 dir=${CEPH_DIR:-$(mktemp -d /tmp/lsvd-ceph-bench.XXXXXX)/cluster}
-cleanup() { t "$here/ceph-down.sh" "$dir" >&2 || true; }
-trap cleanup EXIT
 BLOCK_SIZE=${BLOCK_SIZE:-21474836480} t "$here/ceph-up.sh" "$dir" bluestore >&2 \
     || { echo "FAIL: the Ceph cluster did not start" >&2; exit 1; }
+cleanup() { t "$here/ceph-down.sh" "$dir" >&2 || true; }   # only once it is ours
+trap cleanup EXIT
 export CEPH_CONF="$(realpath "$dir")/ceph.conf"
 POOL=test
 

@@ -14,14 +14,16 @@ t() { local t0=$SECONDS rc=0; "$@" || rc=$?; echo "[time] $(( SECONDS - t0 )) s:
 
 t "$here/install.sh"
 dir=${CEPH_DIR:-$(mktemp -d /tmp/lsvd-ceph.XXXXXX)/cluster}
-cleanup() { t "$here/ceph-down.sh" "$dir" || true; }
-trap cleanup EXIT
 # A small block file is enough for the tests (sparse; the model and restart
 # tests write a few hundred MiB at most).
 if ! BLOCK_SIZE=${BLOCK_SIZE:-4294967296} t "$here/ceph-up.sh" "$dir" bluestore; then
     echo "FAIL: the Ceph cluster did not start (logs were in $dir/log)" >&2
     exit 1
 fi
+# Only a cluster this script started is stopped (ceph-up.sh cleans up after
+# its own failures and refuses a DIR in use).
+cleanup() { t "$here/ceph-down.sh" "$dir" || true; }
+trap cleanup EXIT
 export CEPH_CONF="$(realpath "$dir")/ceph.conf" LSVD_REQUIRE_CEPH=1
 export PROPTEST_CASES=${PROPTEST_CASES:-16}
 # shellcheck disable=SC2086
