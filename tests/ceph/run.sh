@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The RADOS store's tests on a real one-node Ceph cluster (bluestore on a
+# sparse file, so the OSD kill -9 + restart test keeps its data):
+# install (if needed), start the cluster, `cargo test -p lsvd-rados` with
+# CEPH_CONF and LSVD_REQUIRE_CEPH=1, stop the cluster. Prints [time] per part.
+# FAILS (never skips) when the cluster cannot start.
+#   env: CEPH_DIR (default: a fresh temp dir), PROPTEST_CASES (model test
+#        cases, default 16), CARGO_TEST_ARGS (extra args, e.g. a filter)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+here=tests/ceph
+
+t() { local t0=$SECONDS rc=0; "$@" || rc=$?; echo "[time] $(( SECONDS - t0 )) s: $*"; return $rc; }
+
+t "$here/install.sh"
+dir=${CEPH_DIR:-$(mktemp -d /tmp/lsvd-ceph.XXXXXX)/cluster}
+# A small block file is enough for the tests (sparse; the model and restart
+# tests write a few hundred MiB at most).
+if ! BLOCK_SIZE=${BLOCK_SIZE:-4294967296} t "$here/ceph-up.sh" "$dir" bluestore; then
+    echo "FAIL: the Ceph cluster did not start (logs were in $dir/log)" >&2
+    exit 1
+fi
+# Only a cluster this script started is stopped (ceph-up.sh cleans up after
+# its own failures and refuses a DIR in use).
+cleanup() { t "$here/ceph-down.sh" "$dir" || true; }
+trap cleanup EXIT
+export CEPH_CONF="$(realpath "$dir")/ceph.conf" LSVD_REQUIRE_CEPH=1
+export PROPTEST_CASES=${PROPTEST_CASES:-16}
+# shellcheck disable=SC2086
+t cargo test -p lsvd-rados ${CARGO_TEST_ARGS:-} -- --nocapture
+echo "tests/ceph/run.sh: PASS"
