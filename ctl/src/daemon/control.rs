@@ -115,9 +115,11 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let v: V = serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
     match v.version {
         Some(CONTROL_VERSION) => {}
-        Some(other) => return Err(format!(
+        Some(other) => {
+            return Err(format!(
             "control protocol version {other} not supported (this daemon speaks {CONTROL_VERSION})"
-        )),
+        ))
+        }
         None => return Err("bad request: missing field `version`".into()),
     }
     serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))
