@@ -28,6 +28,10 @@ pub struct Export {
     pub(crate) connections: AtomicU64,
     pub(crate) bytes_read: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
+    /// Moving average of the time a read takes on the device, in ns: reads
+    /// run on the connection's reader thread while it is small (see
+    /// `transmission::READ_INLINE_NS`).
+    pub(crate) read_ns: AtomicU64,
 }
 
 /// Counters of an export.
@@ -48,6 +52,7 @@ impl Export {
             connections: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            read_ns: AtomicU64::new(0),
         }
     }
 

@@ -135,19 +135,93 @@ impl InFlight {
 /// The writing half of a connection, shared by the jobs.
 pub type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
 
+/// Replies waiting to be written, and whether a thread is writing.
+#[derive(Default)]
+struct ReplyQueue {
+    pending: Vec<Vec<u8>>,
+    flushing: bool,
+}
+
+/// Flush-combining reply writer: replies are queued whole; one thread at a
+/// time writes everything queued with `writev`, so replies never
+/// interleave and a burst of replies costs one system call.
+///
+/// Invariant: a reply queued with `flush == true` is written before the
+/// queueing call returns or by the thread flushing at that moment, which
+/// drains the queue until it finds it empty.
+struct Replies {
+    q: Mutex<ReplyQueue>,
+    w: SharedWriter,
+}
+
+impl Replies {
+    fn push(&self, bytes: Vec<u8>, flush: bool) {
+        let mut q = self.q.lock();
+        q.pending.push(bytes);
+        if flush {
+            self.drain(q);
+        }
+    }
+
+    fn flush(&self) {
+        let q = self.q.lock();
+        self.drain(q);
+    }
+
+    fn drain<'a>(&'a self, mut q: parking_lot::MutexGuard<'a, ReplyQueue>) {
+        if q.flushing || q.pending.is_empty() {
+            return;
+        }
+        q.flushing = true;
+        loop {
+            let batch = std::mem::take(&mut q.pending);
+            drop(q);
+            if let Err(e) = write_all_vectored(&mut **self.w.lock(), &batch) {
+                debug!("reply not delivered: {e}");
+            }
+            q = self.q.lock();
+            if q.pending.is_empty() {
+                q.flushing = false;
+                return;
+            }
+        }
+    }
+}
+
+fn write_all_vectored(w: &mut dyn Write, bufs: &[Vec<u8>]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| io::IoSlice::new(b))
+        .collect();
+    let mut s = &mut slices[..];
+    while !s.is_empty() {
+        let n = s.len().min(1024);
+        match w.write_vectored(&s[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => io::IoSlice::advance_slices(&mut s, k),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    w.flush()
+}
+
 struct Ctx {
     export: Arc<Export>,
     structured: bool,
-    writer: SharedWriter,
+    replies: Replies,
     inflight: InFlight,
 }
 
 impl Ctx {
+    /// Queue a reply; written at once when `flush`, otherwise by the next
+    /// flush (the request loop flushes before it waits for input).
+    fn send_with(&self, bytes: Vec<u8>, flush: bool) {
+        self.replies.push(bytes, flush);
+    }
     fn send(&self, bytes: &[u8]) {
-        let mut w = self.writer.lock();
-        if let Err(e) = w.write_all(bytes).and_then(|()| w.flush()) {
-            debug!("reply not delivered: {e}");
-        }
+        self.send_with(bytes.to_vec(), true);
     }
     fn simple(&self, cookie: u64, err: u32) {
         self.send(&simple_reply(err, cookie));
@@ -219,16 +293,74 @@ pub fn run<R: Read>(
     let ctx = Arc::new(Ctx {
         export: session.export,
         structured: session.structured,
-        writer,
+        replies: Replies {
+            q: Mutex::new(ReplyQueue::default()),
+            w: writer,
+        },
         inflight: InFlight::default(),
     });
-    let res = loop_requests(r, &ctx, session.min_block, exec);
+    let mut br = io::BufReader::with_capacity(INPUT_BUFFER, r);
+    let res = loop_requests(&mut br, &ctx, session.min_block, exec);
+    ctx.replies.flush();
     ctx.inflight.wait_idle();
+    ctx.replies.flush();
     res
 }
 
+/// Input buffer of a connection: a burst of pipelined requests is parsed
+/// from one `read`.
+const INPUT_BUFFER: usize = 256 * 1024;
+
+/// Fill `buf` from `r`; when that must wait for the client, first write the
+/// replies queued so far (the client may be waiting for them).
+fn fill<R: Read>(r: &mut io::BufReader<R>, ctx: &Ctx, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        if r.buffer().is_empty() {
+            ctx.replies.flush();
+        }
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Reads run on the reader thread while the export's average read time is
+/// below this; slower devices (cold disks, remote stores) get their reads
+/// run concurrently on the pool.
+pub const READ_INLINE_NS: u64 = 50_000;
+/// Largest read run on the reader thread.
+const READ_INLINE_MAX: u32 = 256 * 1024;
+
+/// Requests run on the reader's own thread: ones that only touch memory in
+/// the engine (writes without FUA, trims, zeroes) and small reads while
+/// reads are fast, so a pipeline of small requests costs no thread
+/// hand-off and its replies go out in one batch. Flushes and FUA writes,
+/// which wait for the store, always go to the pool.
+fn runs_inline(req: &Request, export: &Export) -> bool {
+    match req.kind {
+        CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES => req.flags & CMD_FLAG_FUA == 0,
+        CMD_READ => {
+            req.len <= READ_INLINE_MAX
+                && export.read_ns.load(std::sync::atomic::Ordering::Relaxed) < READ_INLINE_NS
+        }
+        _ => false,
+    }
+}
+
+/// Fold one read's duration into the export's moving average (1/8 weight).
+fn note_read_time(export: &Export, ns: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let old = export.read_ns.load(Relaxed);
+    export.read_ns.store(old - old / 8 + ns / 8, Relaxed);
+}
+
 fn loop_requests<R: Read>(
-    r: &mut R,
+    r: &mut io::BufReader<R>,
     ctx: &Arc<Ctx>,
     min_block: u32,
     exec: &dyn Executor,
@@ -236,15 +368,10 @@ fn loop_requests<R: Read>(
     let mut hb = [0u8; REQUEST_LEN];
     loop {
         // EOF between requests is a (rude but harmless) disconnect.
-        let mut got = 0;
-        while got < REQUEST_LEN {
-            match r.read(&mut hb[got..]) {
-                Ok(0) if got == 0 => return Ok(()),
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
+        match fill(r, ctx, &mut hb)? {
+            0 => return Ok(()),
+            REQUEST_LEN => {}
+            _ => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
         }
         let req = Request::decode(&hb)?;
         let export = &ctx.export;
@@ -255,6 +382,7 @@ fn loop_requests<R: Read>(
         let decision = plan(&req, export, min_block);
         if req.kind == CMD_WRITE {
             if let Plan::Fail(e) = decision {
+                ctx.replies.flush();
                 skip(r, u64::from(req.len))?;
                 ctx.simple(req.cookie, e);
                 continue;
@@ -276,19 +404,27 @@ fn loop_requests<R: Read>(
         ctx.inflight.acquire(bytes);
         let payload = if req.kind == CMD_WRITE {
             let mut p = vec![0u8; req.len as usize];
-            if let Err(e) = r.read_exact(&mut p) {
+            let got = fill(r, ctx, &mut p);
+            if !matches!(got, Ok(n) if n == p.len()) {
                 // The client vanished mid-payload: nothing was acknowledged.
                 ctx.inflight.release(bytes);
-                return Err(e.into());
+                return Err(got
+                    .err()
+                    .unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into())
+                    .into());
             }
             p
         } else {
             Vec::new()
         };
         let guard = Release(Arc::clone(ctx), bytes);
-        exec.execute(Box::new(move || {
-            execute(&guard.0, req, payload);
-        }));
+        if runs_inline(&req, &ctx.export) {
+            execute(&guard.0, req, payload, false);
+        } else {
+            exec.execute(Box::new(move || {
+                execute(&guard.0, req, payload, true);
+            }));
+        }
     }
 }
 
@@ -300,8 +436,9 @@ impl Drop for Release {
     }
 }
 
-/// Run one checked request and send its reply.
-fn execute(ctx: &Ctx, req: Request, payload: Vec<u8>) {
+/// Run one checked request and queue its reply (written at once if
+/// `flush`).
+fn execute(ctx: &Ctx, req: Request, payload: Vec<u8>, flush: bool) {
     let dev = ctx.export.dev();
     let fua = req.flags & CMD_FLAG_FUA != 0;
     let len = u64::from(req.len);
@@ -310,7 +447,10 @@ fn execute(ctx: &Ctx, req: Request, payload: Vec<u8>) {
         CMD_READ => {
             let hdr = if ctx.structured { 20 + 8 } else { 16 };
             let mut buf = vec![0u8; hdr + req.len as usize];
-            match dev.read(req.offset, &mut buf[hdr..]) {
+            let t0 = std::time::Instant::now();
+            let res = dev.read(req.offset, &mut buf[hdr..]);
+            note_read_time(&ctx.export, t0.elapsed().as_nanos() as u64);
+            match res {
                 Ok(()) => {
                     if ctx.structured {
                         buf[..20].copy_from_slice(&structured_header(
@@ -326,7 +466,7 @@ fn execute(ctx: &Ctx, req: Request, payload: Vec<u8>) {
                     ctx.export
                         .bytes_read
                         .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
-                    ctx.send(&buf);
+                    ctx.send_with(buf, flush);
                 }
                 Err(e) => {
                     let (n, m) = errno_msg(&e);
@@ -351,7 +491,7 @@ fn execute(ctx: &Ctx, req: Request, payload: Vec<u8>) {
                             .bytes_written
                             .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                     }
-                    ctx.simple(req.cookie, 0)
+                    ctx.send_with(simple_reply(0, req.cookie).to_vec(), flush)
                 }
                 Err(e) => {
                     warn!(
@@ -360,7 +500,7 @@ fn execute(ctx: &Ctx, req: Request, payload: Vec<u8>) {
                         len,
                         "nbd request failed: {e}"
                     );
-                    ctx.simple(req.cookie, errno_msg(&e).0)
+                    ctx.send_with(simple_reply(errno_msg(&e).0, req.cookie).to_vec(), flush)
                 }
             }
         }
