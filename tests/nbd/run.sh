@@ -110,11 +110,11 @@ part nbdcopy t_nbdcopy
 
 t_fio() {
     fio --name=verify --ioengine=nbd --uri="$URI" --rw=randwrite --bs=4k --size=128M \
-        --offset=256M --iodepth=32 --verify=crc32c --do_verify=1 --verify_fatal=1 \
+        --offset=256M --iodepth=32 --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
         --output="$WORK/fio.log" || { cat "$WORK/fio.log"; return 1; }
     grep -q "err= 0" "$WORK/fio.log" || { cat "$WORK/fio.log"; return 1; }
     fio --name=verify-seq --ioengine=nbd --uri="$URI" --rw=write --bs=1M --size=128M \
-        --offset=512M --iodepth=8 --verify=crc32c --do_verify=1 --verify_fatal=1 \
+        --offset=512M --iodepth=8 --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
         --output="$WORK/fio2.log" || { cat "$WORK/fio2.log"; return 1; }
 }
 part "fio nbd verify" t_fio

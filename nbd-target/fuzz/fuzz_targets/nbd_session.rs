@@ -59,13 +59,35 @@ fuzz_target!(|data: &[u8]| {
     let input = if mode % 2 == 0 {
         rest.to_vec()
     } else {
-        let mut v = (CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES).to_be_bytes().to_vec();
+        let mut v = (CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES)
+            .to_be_bytes()
+            .to_vec();
         if mode & 2 != 0 {
-            v.extend_from_slice(&OptionHeader { option: OPT_STRUCTURED_REPLY, len: 0 }.encode());
+            v.extend_from_slice(
+                &OptionHeader {
+                    option: OPT_STRUCTURED_REPLY,
+                    len: 0,
+                }
+                .encode(),
+            );
         }
-        let infos = if mode & 4 != 0 { vec![INFO_BLOCK_SIZE] } else { vec![] };
-        let go = InfoRequest { name: String::new(), infos }.encode();
-        v.extend_from_slice(&OptionHeader { option: OPT_GO, len: go.len() as u32 }.encode());
+        let infos = if mode & 4 != 0 {
+            vec![INFO_BLOCK_SIZE]
+        } else {
+            vec![]
+        };
+        let go = InfoRequest {
+            name: String::new(),
+            infos,
+        }
+        .encode();
+        v.extend_from_slice(
+            &OptionHeader {
+                option: OPT_GO,
+                len: go.len() as u32,
+            }
+            .encode(),
+        );
         v.extend_from_slice(&go);
         v.extend_from_slice(rest);
         v
