@@ -32,6 +32,12 @@ use crate::transmission::{self, Executor, Pool, SharedWriter};
 
 /// Time a client has for the whole negotiation.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A reply write that makes no progress for this long ends the connection
+/// (a client that sends requests but never reads replies).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// When a connection is stopped, in-flight requests get this long to
+/// finish and reply before the socket is closed both ways.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Most concurrent connections per server.
 pub const MAX_CONNECTIONS: usize = 512;
 
@@ -58,6 +64,12 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.set_read_timeout(t),
             Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(t),
+            Stream::Tcp(s) => s.set_write_timeout(t),
         }
     }
 }
@@ -317,6 +329,7 @@ impl Server {
         conn: &Conn,
     ) -> crate::error::Result<()> {
         stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let session = match negotiate(&mut stream, exports)? {
             Outcome::Abort => return Ok(()),
             Outcome::Transmit(s) => s,
@@ -346,9 +359,19 @@ impl Server {
         for c in &chosen {
             c.stream.shutdown(Shutdown::Read);
         }
+        let deadline = std::time::Instant::now() + STOP_GRACE;
         for c in chosen {
             let t = c.thread.lock().take();
             if let Some(t) = t {
+                // A connection stuck writing to a client that does not read
+                // is cut after the grace period.
+                while !t.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if !t.is_finished() {
+                    warn!("connection did not finish in {STOP_GRACE:?}; closing it");
+                    c.stream.shutdown(Shutdown::Both);
+                }
                 let _ = t.join();
             }
         }

@@ -152,6 +152,10 @@ struct ReplyQueue {
 struct Replies {
     q: Mutex<ReplyQueue>,
     w: SharedWriter,
+    /// A write to the client failed (gone, or not reading within the
+    /// socket's write timeout): the connection is ended, later replies
+    /// are dropped.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 impl Replies {
@@ -176,8 +180,11 @@ impl Replies {
         loop {
             let batch = std::mem::take(&mut q.pending);
             drop(q);
-            if let Err(e) = write_all_vectored(&mut **self.w.lock(), &batch) {
-                debug!("reply not delivered: {e}");
+            if !self.dead.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Err(e) = write_all_vectored(&mut **self.w.lock(), &batch) {
+                    debug!("reply not delivered, ending the connection: {e}");
+                    self.dead.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             q = self.q.lock();
             if q.pending.is_empty() {
@@ -296,6 +303,7 @@ pub fn run<R: Read>(
         replies: Replies {
             q: Mutex::new(ReplyQueue::default()),
             w: writer,
+            dead: std::sync::atomic::AtomicBool::new(false),
         },
         inflight: InFlight::default(),
     });
@@ -367,6 +375,13 @@ fn loop_requests<R: Read>(
 ) -> Result<()> {
     let mut hb = [0u8; REQUEST_LEN];
     loop {
+        if ctx.replies.dead.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client does not take its replies",
+            )
+            .into());
+        }
         // EOF between requests is a (rude but harmless) disconnect.
         match fill(r, ctx, &mut hb)? {
             0 => return Ok(()),

@@ -362,3 +362,30 @@ fn stopping_a_listener_ends_its_clients() {
     assert_eq!(b, pattern(1, 4096));
     let _ = Arc::strong_count(&f.export);
 }
+
+#[test]
+fn a_client_that_never_reads_replies_does_not_block_stop() {
+    let mut f = Fixture::new(64 * MIB, false);
+    let mut c = connect(&f.path(), false, true);
+    c.s.set_write_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    // Far more reply data than the socket buffers hold; never read it.
+    let t0 = std::time::Instant::now();
+    for i in 0..2000u64 {
+        let r = Request {
+            flags: 0,
+            kind: CMD_READ,
+            cookie: i,
+            offset: 0,
+            len: 1 << 20,
+        };
+        if c.s.write_all(&r.encode()).is_err() {
+            break; // the server stopped reading: it is stuck on replies
+        }
+    }
+    let mut other = connect(&f.path(), false, true);
+    assert_eq!(other.write(0, &pattern(1, 4096)), 0);
+    other.disc();
+    f.listener.stop();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+}
