@@ -20,6 +20,9 @@ struct Daemon {
 
 impl Daemon {
     fn start(images: &[&str]) -> Daemon {
+        Self::start_with(images, &[])
+    }
+    fn start_with(images: &[&str], extra: &[&str]) -> Daemon {
         let home = tempfile::tempdir().unwrap();
         for img in images {
             let out = lsvdctl(home.path(), &["image", "create", img, "--size", "16M"]);
@@ -33,6 +36,7 @@ impl Daemon {
             .args(["--home", home.path().to_str().unwrap()])
             .arg("--control")
             .arg(home.path().join("run/lsvd.sock"))
+            .args(extra)
             .env("LSVD_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -266,4 +270,70 @@ fn lsvdctl_without_daemon_names_the_socket() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("none.sock") && err.contains("lsvd"), "{err}");
+}
+
+#[test]
+fn shared_tcp_listener_serves_every_export_by_name() {
+    // A free loopback port (tiny race with other processes; fine in tests).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with(&["a", "b"], &["--nbd-listen", &addr]);
+    d.ok(&["export", "a"]);
+    d.ok(&["export", "b"]);
+    for (name, seed) in [("a", 7u8), ("b", 9u8)] {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        let mut g = [0u8; 18];
+        s.read_exact(&mut g).unwrap();
+        s.write_all(&CLIENT_FIXED_NEWSTYLE.to_be_bytes()).unwrap();
+        s.write_all(
+            &OptionHeader {
+                option: OPT_EXPORT_NAME,
+                len: 1,
+            }
+            .encode(),
+        )
+        .unwrap();
+        s.write_all(name.as_bytes()).unwrap();
+        let mut h = [0u8; 8 + 2 + 124];
+        s.read_exact(&mut h).unwrap();
+        assert_eq!(u64::from_be_bytes(h[..8].try_into().unwrap()), 16 << 20);
+        assert_eq!(request(&mut s, CMD_WRITE, 0, &block(seed), 65536).0, 0);
+        assert_eq!(request(&mut s, CMD_READ, 0, &[], 65536), (0, block(seed)));
+    }
+    // Unexported names disappear from the shared listener.
+    d.ok(&["unexport", "b"]);
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut g = [0u8; 18];
+    s.read_exact(&mut g).unwrap();
+    s.write_all(&CLIENT_FIXED_NEWSTYLE.to_be_bytes()).unwrap();
+    s.write_all(
+        &OptionHeader {
+            option: OPT_EXPORT_NAME,
+            len: 1,
+        }
+        .encode(),
+    )
+    .unwrap();
+    s.write_all(b"b").unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "unknown export must be refused");
+}
+
+#[test]
+fn daemon_refuses_all_interfaces_without_opt_in() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lsvd"))
+        .args(["--home", home.path().to_str().unwrap()])
+        .arg("--control")
+        .arg(home.path().join("lsvd.sock"))
+        .args(["--nbd-listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-any-address"));
 }
