@@ -18,6 +18,34 @@ use crate::blockdev::BlockDev;
 
 const STRIPES: usize = 256;
 
+/// Up to three (offset, length, partial) pieces of a request.
+#[derive(Default)]
+struct Pieces {
+    p: [(u64, u64, bool); 3],
+    n: usize,
+}
+
+impl Pieces {
+    fn push(&mut self, x: (u64, u64, bool)) {
+        self.p[self.n] = x;
+        self.n += 1;
+    }
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn iter(&self) -> std::slice::Iter<'_, (u64, u64, bool)> {
+        self.p[..self.n].iter()
+    }
+}
+
+impl IntoIterator for Pieces {
+    type Item = (u64, u64, bool);
+    type IntoIter = std::iter::Take<std::array::IntoIter<(u64, u64, bool), 3>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.p.into_iter().take(self.n)
+    }
+}
+
 /// A device plus the locks of its partial-block updates.
 pub struct Aligned<D: ?Sized> {
     stripes: Box<[Mutex<()>]>,
@@ -49,11 +77,12 @@ impl<D: BlockDev + ?Sized> Aligned<D> {
         self.stripes[(block % STRIPES as u64) as usize].lock()
     }
 
-    /// Split `off..off+len` into (head partial, aligned middle, tail partial).
-    fn split(&self, off: u64, len: u64) -> Vec<(u64, u64, bool)> {
+    /// Split `off..off+len` into (head partial, aligned middle, tail
+    /// partial): at most three pieces, kept on the stack.
+    fn split(&self, off: u64, len: u64) -> Pieces {
         let bs = self.bs;
         let end = off + len;
-        let mut out = Vec::with_capacity(3);
+        let mut out = Pieces::default();
         let mut pos = off;
         while pos < end {
             let block_start = pos - pos % bs;

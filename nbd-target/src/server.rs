@@ -149,7 +149,9 @@ impl ListenerHandle {
     /// Stop accepting, end this listener's connections (in-flight requests
     /// finish) and remove a Unix socket file.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        if self.stop.swap(true, Ordering::SeqCst) {
+            return; // already stopped
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
