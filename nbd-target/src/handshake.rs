@@ -82,6 +82,9 @@ pub fn negotiate<S: Read + Write>(s: &mut S, exports: &Exports) -> Result<Outcom
         )));
     }
     let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+    // Without fixed newstyle the client may not understand error replies:
+    // an option we do not serve ends the connection instead.
+    let fixed = client_flags & CLIENT_FIXED_NEWSTYLE != 0;
     let mut structured = false;
 
     for _ in 0..MAX_OPTIONS {
@@ -207,6 +210,11 @@ pub fn negotiate<S: Read + Write>(s: &mut S, exports: &Exports) -> Result<Outcom
             }
             OPT_STARTTLS => {
                 reply(s, h.option, REP_ERR_POLICY, b"TLS is not supported")?;
+            }
+            other if !fixed => {
+                return Err(NbdError::Refused(format!(
+                    "option {other} from a client without fixed newstyle"
+                )));
             }
             other => {
                 let msg = format!("option {other} not supported");
