@@ -29,7 +29,9 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-echo "bench: $RUNTIME s per test, $SIZE, in $WORK ($(df -T "$WORK" | awk 'NR==2{print $2}')), $(nproc) cores"
+echo "bench: $RUNTIME s per test, $SIZE, in $WORK ($(df -T "$WORK" | awk 'NR==2{print $2}')), $(nproc) cores, load:$(cut -d' ' -f1-3 /proc/loadavg)"
+# Order matters and is the same for every target: sequential fill, then
+# random writes (which scatter lsvd's log), then the reads.
 
 build_lsvd
 
