@@ -39,6 +39,58 @@ pub enum Command {
     /// Write, read and verify image data (test patterns).
     #[command(subcommand)]
     Io(IoCmd),
+    /// Serve an image over NBD through the `lsvd` daemon
+    /// (`export NAME [--unix PATH | --tcp ADDR] [--read-only]`), or list
+    /// the exports (`export ls [--json]`).
+    Export(ExportArgs),
+    /// Stop serving an image: its clients are disconnected after their
+    /// in-flight requests, the image is flushed and closed.
+    Unexport {
+        name: String,
+        #[command(flatten)]
+        control: ControlArg,
+    },
+}
+
+/// Where the `lsvd` daemon's control socket is.
+#[derive(Debug, Args)]
+pub struct ControlArg {
+    /// Control socket of the `lsvd` daemon.
+    #[arg(long, env = "LSVD_CONTROL", default_value = crate::daemon::control::DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub sub: Option<ExportSub>,
+    /// Image to export.
+    pub name: Option<String>,
+    /// Serve on this Unix socket (default: `nbd-NAME.sock` in the daemon's
+    /// run directory).
+    #[arg(long, conflicts_with = "tcp")]
+    pub unix: Option<PathBuf>,
+    /// Serve on this TCP address instead (e.g. 127.0.0.1:10810).
+    #[arg(long)]
+    pub tcp: Option<String>,
+    /// Refuse writes.
+    #[arg(long)]
+    pub read_only: bool,
+    #[command(flatten)]
+    pub control: ControlArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportSub {
+    /// List the exports of the daemon.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        control: ControlArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! The commands of `lsvdctl`, one file per command group, and what they share:
 //! exit codes, error printing, store and image opening.
 
+pub mod export;
 pub mod image;
 pub mod io;
 
@@ -52,6 +53,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Image(c) => image::run(&catalog, c),
         Command::Io(c) => io::run(&catalog, c),
+        Command::Export(a) => export::export(a),
+        Command::Unexport { name, control } => export::unexport(&name, &control.control),
     }
 }
 

@@ -1,0 +1,241 @@
+//! The daemon's exports: which images are open and where they are served.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use log_engine::{GcConfig, Image, OpenOptions};
+use lsvd_nbd::{Address, BlockDev, Export, Exports, ListenerHandle, Server};
+use parking_lot::Mutex;
+use tracing::{info, warn};
+
+use super::control::{ExportInfo, Op, Response};
+use super::tcp_address;
+use crate::catalog::{validate_name, Catalog};
+
+/// One served image.
+struct Served {
+    image: Arc<Image>,
+    export: Arc<Export>,
+    listener: ListenerHandle,
+}
+
+/// The daemon's state: the catalog, the NBD server and the exports.
+pub struct Daemon {
+    catalog: Catalog,
+    run_dir: PathBuf,
+    allow_any: bool,
+    server: Arc<Server>,
+    /// Every export, for the shared TCP listener (`--nbd-listen`).
+    all: Exports,
+    global: Mutex<Option<ListenerHandle>>,
+    served: Mutex<BTreeMap<String, Served>>,
+    /// Serializes export/unexport so a name is opened at most once.
+    admin: Mutex<()>,
+}
+
+/// Engine options of a long-lived daemon open: background GC on.
+fn open_options(read_only: bool) -> OpenOptions {
+    OpenOptions {
+        upload_threads: 4,
+        max_pending_bytes: 256 << 20,
+        checkpoint_every: 16,
+        gc: GcConfig {
+            enabled: !read_only,
+            threshold_pct: 50,
+            interval: Duration::from_secs(10),
+        },
+        store_timeout: Duration::from_secs(30),
+        read_only,
+    }
+}
+
+fn uri(name: &str, addr: &Address) -> String {
+    match addr {
+        Address::Unix(p) => format!("nbd+unix:///{name}?socket={}", p.display()),
+        Address::Tcp(a) => format!("nbd://{a}/{name}"),
+    }
+}
+
+impl Daemon {
+    pub fn new(
+        catalog: Catalog,
+        run_dir: PathBuf,
+        allow_any: bool,
+        workers: usize,
+        global_tcp: Option<SocketAddr>,
+    ) -> anyhow::Result<Arc<Daemon>> {
+        let server = Server::new(workers).context("start NBD workers")?;
+        let all = Exports::new();
+        let global = match global_tcp {
+            Some(a) => Some(
+                server
+                    .listen_tcp(a, all.clone())
+                    .with_context(|| format!("listen on TCP {a}"))?,
+            ),
+            None => None,
+        };
+        Ok(Arc::new(Daemon {
+            catalog,
+            run_dir,
+            allow_any,
+            server,
+            all,
+            global: Mutex::new(global),
+            served: Mutex::new(BTreeMap::new()),
+            admin: Mutex::new(()),
+        }))
+    }
+
+    /// Answer one control operation.
+    pub fn handle(&self, op: Op) -> Response {
+        let res = match op {
+            Op::Export {
+                name,
+                unix,
+                tcp,
+                read_only,
+            } => self.export(&name, unix, tcp, read_only),
+            Op::Unexport { name } => self.unexport(&name).map(|i| vec![i]),
+            Op::List => Ok(self.list()),
+        };
+        match res {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err(crate::cmd::one_line(&e)),
+        }
+    }
+
+    fn info(name: &str, s: &Served) -> ExportInfo {
+        let st = s.export.stats();
+        let addr = s.listener.address();
+        ExportInfo {
+            name: name.to_string(),
+            address: addr.to_string(),
+            uri: uri(name, addr),
+            size: s.export.size(),
+            read_only: s.export.read_only(),
+            connections: st.connections,
+            bytes_read: st.bytes_read,
+            bytes_written: st.bytes_written,
+        }
+    }
+
+    pub fn list(&self) -> Vec<ExportInfo> {
+        self.served
+            .lock()
+            .iter()
+            .map(|(n, s)| Self::info(n, s))
+            .collect()
+    }
+
+    fn export(
+        &self,
+        name: &str,
+        unix: Option<String>,
+        tcp: Option<String>,
+        read_only: bool,
+    ) -> anyhow::Result<Vec<ExportInfo>> {
+        let _admin = self.admin.lock();
+        validate_name(name)?;
+        if self.served.lock().contains_key(name) {
+            bail!("image {name:?} is already exported");
+        }
+        if unix.is_some() && tcp.is_some() {
+            bail!("give a Unix socket path or a TCP address, not both");
+        }
+        let tcp = tcp
+            .as_deref()
+            .map(|t| tcp_address(t, self.allow_any))
+            .transpose()?;
+        let entry = self.catalog.require(name)?;
+        let store = log_engine::store::spec::open_store(&entry.store)
+            .with_context(|| format!("open store of image {name:?}"))?;
+        let image = Arc::new(
+            Image::open(store, open_options(read_only))
+                .with_context(|| format!("open image {name:?}"))?,
+        );
+        let dev: Arc<dyn BlockDev> = image.clone();
+        let export = Arc::new(Export::new(name, dev, read_only));
+        let table = Exports::single(Arc::clone(&export));
+        let listener = match tcp {
+            Some(a) => self
+                .server
+                .listen_tcp(a, table)
+                .with_context(|| format!("listen on TCP {a}")),
+            None => {
+                let path = unix
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| self.run_dir.join(format!("nbd-{name}.sock")));
+                self.server
+                    .listen_unix(&path, table)
+                    .with_context(|| format!("listen on {}", path.display()))
+            }
+        };
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                if let Err(ce) = image.close() {
+                    warn!("close image {name:?}: {ce}");
+                }
+                return Err(e.context(format!("export {name:?}")));
+            }
+        };
+        self.all.insert(Arc::clone(&export));
+        let served = Served {
+            image,
+            export,
+            listener,
+        };
+        let info = Self::info(name, &served);
+        info!(name, address = %info.address, read_only, "exported");
+        self.served.lock().insert(name.to_string(), served);
+        Ok(vec![info])
+    }
+
+    /// Stop one export and close its image; returns its last state.
+    fn unexport(&self, name: &str) -> anyhow::Result<ExportInfo> {
+        let _admin = self.admin.lock();
+        let Some(served) = self.served.lock().remove(name) else {
+            bail!("no export named {name:?}");
+        };
+        self.retire(name, served)
+    }
+
+    fn retire(&self, name: &str, mut s: Served) -> anyhow::Result<ExportInfo> {
+        self.all.remove(name);
+        s.listener.stop();
+        self.server.disconnect_export(&s.export);
+        let info = Self::info(name, &s);
+        let flushed = if s.export.read_only() {
+            Ok(())
+        } else {
+            s.image.flush()
+        };
+        let closed = s.image.close();
+        info!(name, "unexported");
+        flushed.with_context(|| format!("flush image {name:?}"))?;
+        closed.with_context(|| format!("close image {name:?}"))?;
+        Ok(info)
+    }
+
+    /// Stop everything: shared listener, every export (clients end after
+    /// their in-flight requests), workers; flush and close every image.
+    pub fn shutdown(&self) {
+        let _admin = self.admin.lock();
+        if let Some(mut g) = self.global.lock().take() {
+            g.stop();
+        }
+        let all: Vec<(String, Served)> = std::mem::take(&mut *self.served.lock())
+            .into_iter()
+            .collect();
+        for (name, s) in all {
+            if let Err(e) = self.retire(&name, s) {
+                warn!("{e:#}");
+            }
+        }
+        self.server.shutdown();
+    }
+}
