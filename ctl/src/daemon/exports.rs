@@ -44,6 +44,7 @@ fn open_options(read_only: bool) -> OpenOptions {
         max_pending_bytes: 256 << 20,
         checkpoint_every: 16,
         gc: GcConfig {
+            policy: Default::default(),
             enabled: !read_only,
             threshold_pct: 50,
             interval: Duration::from_secs(10),

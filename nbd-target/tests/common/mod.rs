@@ -29,6 +29,7 @@ pub fn image(size: u64) -> Arc<Image> {
         max_pending_bytes: 32 << 20,
         checkpoint_every: 16,
         gc: GcConfig {
+            policy: Default::default(),
             enabled: false,
             threshold_pct: 50,
             interval: Duration::from_secs(10),
