@@ -95,9 +95,20 @@ add_mod() {
         echo "build-initramfs.sh: module $1 not found in $kver" >&2
         exit 1
     fi
-    local deps
-    deps=$(xz -dc "$f" | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' ')
-    local d
+    local info deps soft d
+    info=$(xz -dc "$f" | tr '\0' '\n')
+    deps=$(sed -n 's/^depends=//p' <<<"$info" | tr ',' ' ')
+    # "softdep=pre: a b" names algorithms/aliases a module needs loaded
+    # first (e.g. libcrc32c fails to init without a crc32c provider).
+    soft=$(sed -n 's/^softdep=pre: *//p' <<<"$info" | tr '\n' ' ')
+    for d in $soft; do
+        case "$d" in
+            crc32c | crypto-crc32c) add_mod crc32c_generic; add_mod crc32c-intel ;;
+            blake2b-256) add_mod blake2b_generic ;;
+            xxhash64) add_mod xxhash_generic ;;
+            *) [[ -n "${modpath[${d//-/_}]:-}" ]] && add_mod "$d" ;;
+        esac
+    done
     for d in $deps; do add_mod "$d"; done
     order+=("$n")
 }

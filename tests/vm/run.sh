@@ -87,7 +87,7 @@ qrc=0
 # The guest script's own output lies between the two "=== lsvd-vm" markers.
 timeout --signal=KILL "$timeout" qemu-system-x86_64 "${args[@]}" </dev/null 2>&1 | tr -d '\r' | tee "$log" |
     if [[ $verbose -eq 1 ]]; then cat; else
-        awk '/^=== lsvd-vm: guest script start/ {on=1; next} /^=== lsvd-vm: guest script exit/ {on=0} on {print; fflush()}'
+        awk '/=== lsvd-vm: guest script start/ {on=1; next} /=== lsvd-vm: guest script exit/ {on=0} on {print; fflush()}'
     fi || true
 qrc=${PIPESTATUS[0]}
 took=$((SECONDS - start))

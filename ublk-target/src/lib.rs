@@ -14,14 +14,21 @@
 //!   the server dies the device stays (quiesced) and requests it held are
 //!   re-issued to the server that recovers it ([`ServeParams::recover`]).
 //!
-//! Durability contract: the device advertises a volatile write cache and FUA.
-//! A write is acknowledged once the device accepted it (for the engine: in
-//! memory); it is durable after a FLUSH (or when it carried FUA). Writes
-//! acknowledged but not yet flushed are lost if the server dies, unless a
-//! write journal sits in front of the engine.
+//! Durability contract, two modes ([`ServeParams::write_through`]):
+//! - write-back (default): the device advertises a volatile write cache and
+//!   FUA. A write is acknowledged once the device accepted it (for the
+//!   engine: in memory); it is durable after a FLUSH (or when it carried
+//!   FUA). Writes acknowledged but not yet flushed are lost if the server
+//!   dies, which a still-mounted filesystem does not expect: recovery after
+//!   a server crash is only safe with a write journal in front of the engine.
+//! - write-through: no volatile cache is advertised; a write is
+//!   acknowledged only after a device flush that started after it finished
+//!   (concurrent writes share flushes: group commit, see `flush.rs`), so no
+//!   acknowledged write is lost when the server dies.
 
 mod blockdev;
 mod error;
+mod flush;
 mod params;
 mod queue;
 mod server;

@@ -24,6 +24,8 @@ pub struct ServeParams {
     pub recover: Option<u32>,
     /// Device id to ask for when adding (None: the driver picks one).
     pub dev_id: Option<u32>,
+    /// Acknowledge writes only once durable (see the crate docs).
+    pub write_through: bool,
 }
 
 impl Default for ServeParams {
@@ -38,6 +40,7 @@ impl Default for ServeParams {
             workers_per_queue: 2,
             recover: None,
             dev_id: None,
+            write_through: false,
         }
     }
 }
@@ -60,7 +63,7 @@ impl ServeParams {
             ));
         }
         if self.max_io_bytes < BLOCK_SIZE
-            || self.max_io_bytes % BLOCK_SIZE != 0
+            || !self.max_io_bytes.is_multiple_of(BLOCK_SIZE)
             || self.max_io_bytes > 32 << 20
         {
             return Err(format!(
@@ -78,16 +81,20 @@ impl ServeParams {
     }
 }
 
-/// ublk parameters for a device of `size` bytes: 4 KiB blocks, volatile
-/// write cache with FUA, discard and write-zeroes in 4 KiB units up to the
-/// largest request.
-pub(crate) fn ublk_params(size: u64, max_io_bytes: u32) -> sys::ublk_params {
+/// ublk parameters for a device of `size` bytes: 4 KiB blocks, a volatile
+/// write cache with FUA (unless write-through), discard and write-zeroes in
+/// 4 KiB units up to the largest request.
+pub(crate) fn ublk_params(size: u64, max_io_bytes: u32, write_through: bool) -> sys::ublk_params {
     let max_sectors = max_io_bytes >> 9;
     sys::ublk_params {
         len: std::mem::size_of::<sys::ublk_params>() as u32,
         types: sys::UBLK_PARAM_TYPE_BASIC | sys::UBLK_PARAM_TYPE_DISCARD,
         basic: sys::ublk_param_basic {
-            attrs: sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA,
+            attrs: if write_through {
+                0
+            } else {
+                sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA
+            },
             logical_bs_shift: BLOCK_SHIFT,
             physical_bs_shift: BLOCK_SHIFT,
             io_opt_shift: BLOCK_SHIFT,

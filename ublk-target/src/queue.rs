@@ -11,6 +11,7 @@ use libublk::uring_async::ublk_submit_sqe_async;
 use libublk::{sys, BufDesc, UblkError, UblkUringData};
 
 use crate::blockdev::BlockDevLike;
+use crate::flush::FlushGroup;
 use crate::worker::{BufPtr, EventFd, Job, Op, Pool, Slot};
 
 /// What each queue thread needs (cloned into every queue thread).
@@ -19,6 +20,10 @@ pub(crate) struct QueueShared {
     pub dev: Arc<dyn BlockDevLike>,
     pub workers: usize,
     pub size: u64,
+    /// Writes are acknowledged only once durable.
+    pub write_through: bool,
+    /// Shared by all queues of the device.
+    pub flush: Arc<FlushGroup>,
 }
 
 /// Decode a request; Err(-errno) for one the device cannot do.
@@ -36,8 +41,8 @@ fn decode(iod: &sys::ublksrv_io_desc, size: u64, buf_len: usize) -> Result<(Op, 
         sys::UBLK_IO_OP_WRITE_ZEROES => Op::WriteZeroes,
         _ => return Err(-libc::EOPNOTSUPP),
     };
-    let bad = offset % 4096 != 0
-        || len % 4096 != 0
+    let bad = !offset.is_multiple_of(4096)
+        || !len.is_multiple_of(4096)
         || len == 0
         || offset.checked_add(len).is_none_or(|end| end > size)
         || (matches!(op, Op::Read | Op::Write { .. }) && len > buf_len as u64);
@@ -115,7 +120,7 @@ pub(crate) fn run_queue(qid: u16, dev: &UblkDev, shared: &QueueShared) {
         }
     };
     let name = format!("ublk{}q{}", dev.dev_info.dev_id, qid);
-    let pool = match Pool::start(shared.dev.clone(), efd.clone(), shared.workers, &name) {
+    let pool = match Pool::start(shared, efd.clone(), &name) {
         Ok(p) => Rc::new(p),
         Err(e) => {
             tracing::error!(error = %e, "queue setup failed");

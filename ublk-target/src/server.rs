@@ -10,6 +10,7 @@ use libublk::{sys, UblkFlags};
 
 use crate::blockdev::BlockDevLike;
 use crate::error::{ublk, Error, Result};
+use crate::flush::FlushGroup;
 use crate::params::{ublk_params, ServeParams, BLOCK_SIZE};
 use crate::queue::{run_queue, QueueShared};
 
@@ -108,7 +109,7 @@ impl Drop for DeviceHandle {
 pub fn serve(dev: Arc<dyn BlockDevLike>, params: &ServeParams) -> Result<DeviceHandle> {
     params.validate().map_err(Error::InvalidArgument)?;
     let size = dev.size();
-    if size == 0 || size % u64::from(BLOCK_SIZE) != 0 {
+    if size == 0 || !size.is_multiple_of(u64::from(BLOCK_SIZE)) {
         return Err(Error::InvalidArgument(format!(
             "device size {size} is not a positive multiple of 4096"
         )));
@@ -187,9 +188,10 @@ fn run_device(
         .map_err(ublk("creating the ublk device"))?;
     let recovering = params.recover.is_some();
     let max_io = params.max_io_bytes;
+    let write_through = params.write_through;
     let tgt_init = move |udev: &mut UblkDev| {
         udev.tgt.dev_size = size;
-        udev.tgt.params = ublk_params(size, max_io);
+        udev.tgt.params = ublk_params(size, max_io, write_through);
         // One extra SQE/CQE per queue for the eventfd read.
         let depth = udev.dev_info.queue_depth;
         udev.tgt.sq_depth = depth.saturating_add(2);
@@ -201,6 +203,8 @@ fn run_device(
         dev,
         workers: params.workers_per_queue,
         size,
+        write_through,
+        flush: Arc::new(FlushGroup::default()),
     };
     let q_fn = move |qid: u16, udev: &UblkDev| run_queue(qid, udev, &shared);
     let on_start = move |c: &UblkCtrl| {

@@ -16,6 +16,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::blockdev::BlockDevLike;
 use crate::error::{Error, Result};
+use crate::flush::FlushGroup;
+use crate::queue::QueueShared;
 
 /// What a request asks of the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +147,7 @@ fn errno(e: &log_engine::Error) -> i32 {
     }
 }
 
-fn run(dev: &dyn BlockDevLike, job: &Job) -> i32 {
+fn run(dev: &dyn BlockDevLike, fg: &FlushGroup, write_through: bool, job: &Job) -> i32 {
     let len = job.len as usize;
     if matches!(job.op, Op::Read | Op::Write { .. }) && len > job.buf.len {
         return -libc::EINVAL;
@@ -167,15 +169,27 @@ fn run(dev: &dyn BlockDevLike, job: &Job) -> i32 {
         }
         Op::Flush => {
             let _s = tracing::trace_span!("ublk_flush").entered();
-            dev.flush()
+            fg.flush_after(dev)
         }
         Op::Discard => {
             let _s = tracing::trace_span!("ublk_discard", offset = job.offset, len).entered();
-            dev.discard(job.offset, job.len)
+            dev.discard(job.offset, job.len).and_then(|()| {
+                if write_through {
+                    fg.flush_after(dev)
+                } else {
+                    Ok(())
+                }
+            })
         }
         Op::WriteZeroes => {
             let _s = tracing::trace_span!("ublk_write_zeroes", offset = job.offset, len).entered();
-            dev.write_zeroes(job.offset, job.len)
+            dev.write_zeroes(job.offset, job.len).and_then(|()| {
+                if write_through {
+                    fg.flush_after(dev)
+                } else {
+                    Ok(())
+                }
+            })
         }
     };
     match r {
@@ -195,23 +209,21 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn start(
-        dev: Arc<dyn BlockDevLike>,
-        efd: Arc<EventFd>,
-        workers: usize,
-        name: &str,
-    ) -> Result<Pool> {
+    pub(crate) fn start(shared: &QueueShared, efd: Arc<EventFd>, name: &str) -> Result<Pool> {
+        let workers = shared.workers;
         let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::unbounded();
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let rx = rx.clone();
-            let dev = dev.clone();
+            let dev = shared.dev.clone();
+            let fg = shared.flush.clone();
+            let write_through = shared.write_through;
             let efd = efd.clone();
             let t = std::thread::Builder::new()
                 .name(format!("{name}-w{i}"))
                 .spawn(move || {
                     for job in rx.iter() {
-                        let res = run(dev.as_ref(), &job);
+                        let res = run(dev.as_ref(), &fg, write_through, &job);
                         job.slot.complete(res);
                         efd.signal();
                     }

@@ -5,13 +5,15 @@
 # the store again and verify once more.
 . /lsvd/tests/vm/guest/lib.sh
 fss=${*:-ext4 xfs btrfs}
-SIZE=${SIZE:-256M}
+SIZE=${SIZE:-256M}   # xfs needs 300 MB at least: 512M for xfs
 NFILES=${NFILES:-60}
 
 for fs in $fss; do
     part "fs-$fs"
     rm -rf "$STORE_DIR"; mkdir -p "$STORE_DIR" /mnt/t
-    start_server --create "$SIZE"
+    size=$SIZE
+    [ "$fs" = xfs ] && size=${XFS_SIZE:-512M}
+    start_server --create "$size"
     case $fs in
         ext4) mkfs.ext4 -q -F "$DEV" ;;
         xfs) mkfs.xfs -q -f "$DEV" ;;

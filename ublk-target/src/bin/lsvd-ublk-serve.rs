@@ -1,7 +1,7 @@
 //! Test server: serve one lsvd image as /dev/ublkbN until SIGTERM/SIGINT.
 //!
 //!   lsvd-ublk-serve --store dir:/path [--create 256M] [--queues N] [--depth N]
-//!                   [--workers N] [--recover ID] [--ready-file PATH]
+//!                   [--workers N] [--write-through] [--recover ID] [--ready-file PATH]
 //!
 //! Prints the device path on stdout once the device is live (and writes it
 //! to --ready-file, atomically, if given). Until the daemon (`lsvd`) serves
@@ -36,6 +36,10 @@ struct Args {
     /// Worker threads per queue.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Acknowledge writes only once durable in the store (no volatile cache;
+    /// safe against a server crash without a write journal).
+    #[arg(long)]
+    write_through: bool,
     /// Recover the quiesced ublk device ID left by a server that died.
     #[arg(long)]
     recover: Option<u32>,
@@ -89,6 +93,7 @@ fn main() -> Result<()> {
         depth: args.depth,
         workers_per_queue: args.workers,
         recover: args.recover,
+        write_through: args.write_through,
         ..Default::default()
     };
     if let Some(q) = args.queues {
