@@ -22,15 +22,16 @@ struct State {
     failed: Option<(u64, String)>,
 }
 
+/// Group commit over [`BlockDevLike::flush`] (public for tests).
 #[derive(Default)]
-pub(crate) struct FlushGroup {
+pub struct FlushGroup {
     state: Mutex<State>,
     cv: Condvar,
 }
 
 impl FlushGroup {
     /// Make every write completed before this call durable.
-    pub(crate) fn flush_after(&self, dev: &dyn BlockDevLike) -> log_engine::Result<()> {
+    pub fn flush_after(&self, dev: &dyn BlockDevLike) -> log_engine::Result<()> {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // A flush already running may have started before our write
         // completed: only one started after this point counts.

@@ -36,5 +36,7 @@ mod worker;
 
 pub use blockdev::BlockDevLike;
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use flush::FlushGroup;
 pub use params::ServeParams;
 pub use server::{serve, DeviceHandle};

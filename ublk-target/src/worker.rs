@@ -164,8 +164,13 @@ fn run(dev: &dyn BlockDevLike, fg: &FlushGroup, write_through: bool, job: &Job) 
             let _s = tracing::trace_span!("ublk_write", offset = job.offset, len, fua).entered();
             // SAFETY: as above.
             let buf = unsafe { std::slice::from_raw_parts(job.buf.ptr, len) };
-            dev.write(job.offset, buf)
-                .and_then(|()| if fua { dev.flush() } else { Ok(()) })
+            dev.write(job.offset, buf).and_then(|()| {
+                if fua || write_through {
+                    fg.flush_after(dev)
+                } else {
+                    Ok(())
+                }
+            })
         }
         Op::Flush => {
             let _s = tracing::trace_span!("ublk_flush").entered();

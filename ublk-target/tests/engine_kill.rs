@@ -1,7 +1,7 @@
 //! The contract write-through mode relies on, checked without ublk: a write
 //! followed by a successful `Image::flush()` survives a SIGKILL of the
 //! process at any time. A child process writes stamped blocks from several
-//! threads (write, flush, then report the block as acknowledged on stdout),
+//! threads (write, group flush as write-through mode does, then report the block as acknowledged on stdout),
 //! the parent kills it with SIGKILL, reopens the image and reads back every
 //! acknowledged block.
 
@@ -27,21 +27,22 @@ fn child(dir: &str) {
     let store = log_engine::store::spec::open_store(&format!("dir:{dir}")).unwrap();
     let img = Arc::new(Image::open(store, OpenOptions::default()).unwrap());
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
-    let threads: Vec<_> = (0..4u64)
+    let fg = Arc::new(lsvd_ublk::FlushGroup::default());
+    let threads: Vec<_> = (0..16u64)
         .map(|t| {
-            let (img, out) = (img.clone(), out.clone());
+            let (img, out, fg) = (img.clone(), out.clone(), fg.clone());
             std::thread::spawn(move || {
                 let mut round = 1u64;
                 loop {
-                    // Each thread owns blocks t, t+4, ...; rewrites them in rounds.
+                    // Each thread owns blocks t, t+16*7, ...; rewrites them in rounds.
                     let mut b = t;
                     while b < BLOCKS {
                         img.write(b * 4096, &stamp(b, round)).unwrap();
-                        img.flush().unwrap();
+                        fg.flush_after(img.as_ref()).unwrap();
                         let mut o = out.lock().unwrap();
                         writeln!(o, "{b} {round}").unwrap();
                         o.flush().unwrap();
-                        b += 4 * 7;
+                        b += 16 * 7;
                     }
                     round += 1;
                 }
@@ -97,7 +98,11 @@ fn flushed_writes_survive_sigkill() {
         unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
         let _ = c.wait();
         let acked = reader.join().unwrap();
-        assert!(!acked.is_empty(), "child acknowledged nothing in {:?}", start.elapsed());
+        assert!(
+            !acked.is_empty(),
+            "child acknowledged nothing in {:?}",
+            start.elapsed()
+        );
         let store = log_engine::store::spec::open_store(&format!("dir:{dir}")).unwrap();
         let img = Image::open(store, OpenOptions::default()).unwrap();
         let mut lost = Vec::new();

@@ -8,7 +8,7 @@ JOBSIZE=${JOBSIZE:-48M}
 
 part fio-verify
 rm -rf "$STORE_DIR"; mkdir -p "$STORE_DIR"
-start_server --create "$SIZE"
+start_server --create "$SIZE" ${MODE:-}
 job="--filename=$DEV --direct=1 --ioengine=libaio --iodepth=16 --numjobs=4
   --size=$JOBSIZE --offset_increment=$JOBSIZE --rw=randwrite --bsrange=4k-64k
   --verify=crc32c --verify_fatal=1 --randrepeat=1 --group_reporting"
@@ -19,7 +19,7 @@ grep -q "err= 0" /tmp/fio.out || { cat /tmp/fio.out; fail "fio reported errors";
 stop_server
 
 part fio-reverify-after-restart
-start_server
+start_server ${MODE:-}
 # shellcheck disable=SC2086
 fio --name=write-verify $job --verify_only --output=/tmp/fio2.out || { cat /tmp/fio2.out; fail "fio verify_only after restart"; }
 grep -E "READ:|err=" /tmp/fio2.out

@@ -7,6 +7,7 @@ SERVER_PID=""
 DEV=""
 DEV_ID=""
 T0=$(date +%s)
+cd /tmp   # fio writes state files into the cwd; /lsvd is read-only
 
 fail() { echo "FAIL: $*"; dmesg | tail -30; exit 1; }
 log() { echo "[$(($(date +%s) - T0)) s] $*"; }

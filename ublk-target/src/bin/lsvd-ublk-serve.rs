@@ -43,6 +43,9 @@ struct Args {
     /// Recover the quiesced ublk device ID left by a server that died.
     #[arg(long)]
     recover: Option<u32>,
+    /// Disable the engine's background garbage collector.
+    #[arg(long)]
+    no_gc: bool,
     /// Write the device path here once it is live.
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
@@ -84,9 +87,10 @@ fn main() -> Result<()> {
         log_engine::store::spec::open_store(&args.store)
             .with_context(|| format!("opening store {}", args.store))?
     };
+    let mut open = OpenOptions::default();
+    open.gc.enabled = !args.no_gc;
     let image = Arc::new(
-        Image::open(store, OpenOptions::default())
-            .with_context(|| format!("opening the image in {}", args.store))?,
+        Image::open(store, open).with_context(|| format!("opening the image in {}", args.store))?,
     );
 
     let mut params = ServeParams {
