@@ -17,7 +17,7 @@ rm -rf "$STORE_DIR"; mkdir -p "$STORE_DIR" /mnt/t
 start_server --create "$SIZE" $MODE
 echo "write_cache: $(cat /sys/block/ublkb$DEV_ID/queue/write_cache) fua: $(cat /sys/block/ublkb$DEV_ID/queue/fua 2>/dev/null)"
 fio --name=rv --filename="$DEV" --direct=1 --ioengine=libaio --iodepth=8 --numjobs=2 \
-    --size=32M --offset_increment=32M --rw=randwrite --bs=4k --verify=crc32c \
+    --size=16M --offset_increment=16M --rw=randwrite --bs=4k --verify=crc32c \
     --verify_fatal=1 --do_verify=1 --output=/tmp/fio-rv.out &
 fpid=$!
 sleep 4
