@@ -3,10 +3,12 @@
 # kernel loop device on a file, in the same guest run; both backing stores
 # live on the guest's tmpfs. Prints a table with ublk/loop ratios.
 # TCG emulation: absolute numbers mean little, compare the ratios.
-#   tests/vm/run.sh tests/vm/guest/bench.sh [RUNTIME_S]
-# Env: SIZE (default 256M), SERVE_ARGS (extra lsvd-ublk-serve args).
+#   tests/vm/run.sh tests/vm/guest/bench.sh [RUNTIME_S [lsvd-ublk-serve args...]]
+# e.g. bench.sh 8 --workers 4 --queues 1. Env: SIZE (default 256M).
 . /lsvd/tests/vm/guest/lib.sh
 RUNTIME=${1:-8}
+[ $# -gt 0 ] && shift
+SERVE_ARGS="$*"
 SIZE=${SIZE:-256M}
 
 # run_fio DEV NAME RW BS QD -> prints "iops kib_s"
