@@ -3,13 +3,14 @@
 # Idempotent: installs only missing packages. apt downloads are cached under
 # .ci/cache/apt so CI runs can reuse them.
 #
-# Today nothing is needed; this is the hook later parts (ublk, NBD, librados,
-# eBPF) add their packages to.
+# These are what the workspace *build* needs (librados for lsvd-rados, libclang
+# for libublk's bindgen). Each test part installs its own tools with its own
+# script: tests/nbd/install.sh, tests/ceph/install.sh, tests/vm/install.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages to install (none yet).
-APT_PACKAGES=()
+# Debian packages the workspace build needs.
+APT_PACKAGES=(librados-dev libclang-dev clang pkg-config linux-libc-dev)
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "install-deps.sh: cargo not found; install the Rust toolchain (https://rustup.rs)" >&2
