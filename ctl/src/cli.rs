@@ -27,6 +27,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "LSVD_HOME", default_value = crate::catalog::DEFAULT_HOME)]
     pub home: PathBuf,
 
+    /// Ceph configuration for `rados:` stores (also `CEPH_CONF`).
+    #[arg(long, global = true, env = "CEPH_CONF")]
+    pub ceph_conf: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -135,9 +139,10 @@ pub enum CompressArg {
     Zstd,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct CreateArgs {
-    /// Image name: 1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.'.
+    /// Image name: 1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.';
+    /// or `rados:POOL[/NS]/NAME` to create NAME in a RADOS pool.
     pub name: String,
     /// Image size (K/M/G/T suffixes), a non-zero multiple of 4 KiB.
     #[arg(long)]

@@ -18,3 +18,4 @@ pub mod cmd;
 pub mod daemon;
 pub mod output;
 pub mod pattern;
+pub mod stores;

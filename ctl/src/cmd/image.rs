@@ -32,6 +32,18 @@ struct CreatePlan {
 
 /// Check everything that can be checked without touching the disk.
 fn plan_create(catalog: &Catalog, a: &CreateArgs) -> anyhow::Result<CreatePlan> {
+    // `image create rados:POOL/NAME`: the spec names the store, its last
+    // part is the catalog name.
+    let mut a = a.clone();
+    if crate::stores::is_rados(&a.name) {
+        if a.store.is_some() {
+            bail!("give either a rados: image spec or --store, not both");
+        }
+        let name = crate::stores::rados_image_name(&a.name)
+            .ok_or_else(|| anyhow!("bad rados image spec {:?}: expected rados:POOL[/NS]/NAME", a.name))?;
+        a.store = Some(std::mem::replace(&mut a.name, name));
+    }
+    let a = &a;
     validate_name(&a.name)?;
     let size = size_arg("image size", &a.size)?;
     if size == 0 || !size.is_multiple_of(4096) {

@@ -17,7 +17,6 @@ use log_engine::{GcConfig, Image, OpenOptions, SegmentStore};
 
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::cli::{Cli, Command};
-use log_engine::store::spec;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -49,6 +48,10 @@ pub fn main() -> ExitCode {
 
 /// Run one parsed command; the exit code on success or check failure.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Some(conf) = &cli.ceph_conf {
+        // librados and lsvd-rados read the cluster from CEPH_CONF.
+        std::env::set_var("CEPH_CONF", conf);
+    }
     let catalog = Catalog::new(&cli.home);
     match cli.command {
         Command::Image(c) => image::run(&catalog, c),
@@ -92,18 +95,18 @@ pub(crate) fn check_range(off: u64, len: u64, size: u64) -> anyhow::Result<()> {
 /// Check a store spec's syntax.
 pub(crate) fn store_parse(s: &str) -> anyhow::Result<()> {
     // The parser's errors name the spec: `bad store spec "...": why`.
-    spec::parse_spec(s)?;
+    crate::stores::parse_spec(s)?;
     Ok(())
 }
 
 /// Create a new, empty store.
 pub(crate) fn store_create(s: &str) -> anyhow::Result<Arc<dyn SegmentStore>> {
-    Ok(spec::create_store(s)?)
+    Ok(crate::stores::create_store(s)?)
 }
 
 /// Open the store of a catalog entry.
 pub(crate) fn store_open(entry: &CatalogEntry) -> anyhow::Result<Arc<dyn SegmentStore>> {
-    spec::open_store(&entry.store).with_context(|| format!("open store of image {:?}", entry.name))
+    crate::stores::open_store(&entry.store).with_context(|| format!("open store of image {:?}", entry.name))
 }
 
 /// Engine options for the short-lived opens of `lsvdctl io`: no background

@@ -152,7 +152,7 @@ impl Daemon {
             .map(|t| tcp_address(t, self.allow_any))
             .transpose()?;
         let entry = self.catalog.require(name)?;
-        let store = log_engine::store::spec::open_store(&entry.store)
+        let store = crate::stores::open_store(&entry.store)
             .with_context(|| format!("open store of image {name:?}"))?;
         let image = Arc::new(
             Image::open(store, open_options(read_only))
