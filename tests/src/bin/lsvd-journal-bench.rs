@@ -75,12 +75,7 @@ impl Row {
 }
 
 /// Run `op` `n` times on each of `threads` threads; per-op latencies.
-fn measure(
-    name: &str,
-    threads: usize,
-    n: usize,
-    op: Op,
-) -> Result<Row> {
+fn measure(name: &str, threads: usize, n: usize, op: Op) -> Result<Row> {
     let t0 = Instant::now();
     let mut hs = Vec::new();
     for t in 0..threads {
