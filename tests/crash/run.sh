@@ -36,8 +36,9 @@ esac
 export CRASH_CYCLES=$cycles
 [[ -n "$seed" ]] && export CRASH_SEED=$seed
 start=$SECONDS
+# Test profile (optimised deps): reuses the build of tests/run-all.sh.
 # Build first so the timing below is the test alone.
-cargo test --release -p lsvd-tests --test crash --no-run
+cargo test -p lsvd-tests --test crash --no-run
 t0=$SECONDS
-cargo test --release -p lsvd-tests --test crash -- --nocapture --test-threads 1 "$filter"
+cargo test -p lsvd-tests --test crash -- --nocapture --test-threads 1 "$filter"
 echo "[time] crash: $((SECONDS - t0)) s (build $((t0 - start)) s), $cycles cycles per store"
