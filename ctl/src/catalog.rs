@@ -53,6 +53,9 @@ pub struct CatalogEntry {
     pub store: String,
     /// Creation time, seconds since the Unix epoch.
     pub created: u64,
+    /// Local write journal and read cache, if the image has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::volume::CacheSettings>,
     /// crc32c of the fields above (see [`CatalogEntry::content_crc`]),
     /// checked on every read like every other lsvd on-disk format.
     #[serde(default)]
@@ -72,6 +75,7 @@ impl CatalogEntry {
             name: name.to_string(),
             store: store.to_string(),
             created,
+            cache: None,
             crc32c: 0,
         };
         e.crc32c = e.content_crc();
@@ -81,8 +85,11 @@ impl CatalogEntry {
     /// crc32c over the entry's fields in a fixed order (NUL-separated), so
     /// the check does not depend on how the JSON is laid out.
     pub fn content_crc(&self) -> u32 {
+        let cache = self.cache.as_ref().map_or(String::new(), |c| {
+            format!("{}\0{}\0{}", c.dir, c.journal_size, c.read_cache_size)
+        });
         let canon = format!(
-            "{}\0{}\0{}\0{}\0{}",
+            "{}\0{}\0{}\0{}\0{}\0{cache}",
             self.format, self.version, self.name, self.store, self.created
         );
         crc32c::crc32c(canon.as_bytes())

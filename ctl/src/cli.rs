@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "LSVD_HOME", default_value = crate::catalog::DEFAULT_HOME)]
     pub home: PathBuf,
 
+    /// Open images even if their write journal is lost or unusable (they go
+    /// back to what the backend holds; the tool says how far).
+    #[arg(long, global = true)]
+    pub accept_cache_loss: bool,
+
     /// Ceph configuration for `rados:` stores (also `CEPH_CONF`).
     #[arg(long, global = true, env = "CEPH_CONF")]
     pub ceph_conf: Option<PathBuf>,
@@ -43,6 +48,9 @@ pub enum Command {
     /// Write, read and verify image data (test patterns).
     #[command(subcommand)]
     Io(IoCmd),
+    /// The local write journal and read cache of an image.
+    #[command(subcommand)]
+    Cache(CacheCmd),
     /// Serve an image over NBD through the `lsvd` daemon
     /// (`export NAME [--unix PATH | --tcp ADDR] [--read-only]`), or list
     /// the exports (`export ls [--json]`).
@@ -81,6 +89,10 @@ pub struct ExportArgs {
     /// Refuse writes.
     #[arg(long)]
     pub read_only: bool,
+    /// Open even if the image's write journal is lost or unusable: the
+    /// image goes back to what its backend holds (said in the daemon's log).
+    #[arg(long)]
+    pub accept_cache_loss: bool,
     #[command(flatten)]
     pub control: ControlArg,
 }
@@ -158,6 +170,17 @@ pub struct CreateArgs {
     /// Compress data chunks.
     #[arg(long, value_enum, default_value = "none")]
     pub compress: CompressArg,
+    /// Local fast directory (an NVMe file system) for the image's write
+    /// journal (`NAME.journal`) and read cache (`NAME.rcache`). Without it the
+    /// image has neither: writes are durable only after a flush uploads them.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Write journal size (with --cache-dir).
+    #[arg(long, default_value = "1G", requires = "cache_dir")]
+    pub journal_size: String,
+    /// Read cache size, 0 for none (with --cache-dir).
+    #[arg(long, default_value = "1G", requires = "cache_dir")]
+    pub read_cache_size: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,4 +217,19 @@ pub struct PatternArgs {
     /// Pattern seed: the same seed, offset and length verify what was written.
     #[arg(long, default_value_t = 1)]
     pub pattern: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCmd {
+    /// Journal fill, replay point and read-cache hit rate (read from the
+    /// cache files; works while the image is closed).
+    Info {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay anything the journal holds, upload it to the backend and
+    /// empty the journal (the backend alone then holds the image).
+    Flush { name: String },
 }

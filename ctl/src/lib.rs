@@ -19,3 +19,4 @@ pub mod daemon;
 pub mod output;
 pub mod pattern;
 pub mod stores;
+pub mod volume;

@@ -45,7 +45,10 @@ pub fn open_store(spec: &str) -> Result<Arc<dyn SegmentStore>> {
 pub fn rados_image_name(spec: &str) -> Option<String> {
     let path = spec.strip_prefix("rados:")?;
     let path = path.split('?').next()?;
-    path.rsplit('/').next().filter(|n| !n.is_empty()).map(str::to_string)
+    path.rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -55,7 +58,10 @@ mod tests {
     #[test]
     fn rados_names() {
         assert_eq!(rados_image_name("rados:rbd/vm1").as_deref(), Some("vm1"));
-        assert_eq!(rados_image_name("rados:rbd/ns/vm1?conf=/x").as_deref(), Some("vm1"));
+        assert_eq!(
+            rados_image_name("rados:rbd/ns/vm1?conf=/x").as_deref(),
+            Some("vm1")
+        );
         assert_eq!(rados_image_name("dir:/a/b"), None);
         assert_eq!(rados_image_name("rados:rbd/"), None);
         assert!(parse_spec("rados:rbd/vm1").is_ok());

@@ -789,3 +789,88 @@ fn run_ok(home: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An image with a local cache: the journal and read cache are made at
+/// create, used by io, reported by `cache info`, emptied by `cache flush`,
+/// and removed with the image.
+#[test]
+fn engine_image_with_cache_dir() {
+    let h = Home::new();
+    let cache = h.path().join("nvme");
+    let cache_s = cache.to_str().unwrap();
+    h.ok(&[
+        "image",
+        "create",
+        "vm",
+        "--size",
+        "64M",
+        "--segment-size",
+        "1M",
+        "--cache-dir",
+        cache_s,
+        "--journal-size",
+        "8M",
+        "--read-cache-size",
+        "4M",
+    ]);
+    assert!(cache.join("vm.journal").exists(), "journal not created");
+    h.ok(&[
+        "io",
+        "write",
+        "vm",
+        "--offset",
+        "0",
+        "--length",
+        "4M",
+        "--pattern",
+        "11",
+    ]);
+    h.ok(&[
+        "io",
+        "verify",
+        "vm",
+        "--offset",
+        "0",
+        "--length",
+        "4M",
+        "--pattern",
+        "11",
+    ]);
+    let info = h.json(&["cache", "info", "vm", "--json"]);
+    assert_eq!(info["journal"]["size"], 8 << 20, "{info}");
+    assert!(
+        info["read_cache"]["capacity"].as_u64().unwrap() > 0,
+        "{info}"
+    );
+    assert!(
+        info["read_cache"]["hits"].as_u64().unwrap()
+            + info["read_cache"]["misses"].as_u64().unwrap()
+            > 0,
+        "{info}"
+    );
+    h.ok(&["cache", "flush", "vm"]);
+    let text = h.ok(&["image", "fsck", "vm"]);
+    assert!(text.contains("result: clean"), "{text}");
+    // A plain image has no cache to report.
+    h.ok(&["image", "create", "plain", "--size", "16M"]);
+    assert_error(&h.run(&["cache", "info", "plain"]), &["no local cache"]);
+    // Bad journal size is refused before anything is made.
+    assert_error(
+        &h.run(&[
+            "image",
+            "create",
+            "vm2",
+            "--size",
+            "16M",
+            "--cache-dir",
+            cache_s,
+            "--journal-size",
+            "4K",
+        ]),
+        &["journal size"],
+    );
+    assert!(!h.path().join("images/vm2.json").exists());
+    h.ok(&["image", "rm", "vm"]);
+    assert!(!cache.join("vm.journal").exists(), "journal left behind");
+    assert!(!cache.join("vm.rcache").exists(), "read cache left behind");
+}

@@ -28,4 +28,25 @@ export CEPH_CONF="$(realpath "$dir")/ceph.conf" LSVD_REQUIRE_CEPH=1
 export PROPTEST_CASES=${PROPTEST_CASES:-16}
 # shellcheck disable=SC2086
 t cargo test -p lsvd-rados ${CARGO_TEST_ARGS:-} -- --nocapture
+
+# lsvdctl on the cluster: create rados:POOL/NAME, write, verify, fsck, rm
+# (and rm leaves none of the image's objects behind).
+cli() {
+    local pool=${POOL:-test} home ctl=target/debug/lsvdctl
+    cargo build -q -p lsvd-ctl --bin lsvdctl
+    home=$(mktemp -d /tmp/lsvd-ceph-cli.XXXXXX)
+    "$ctl" --home "$home" image create "rados:$pool/clitest" --size 64M --segment-size 1M
+    "$ctl" --home "$home" io write clitest --offset 1M --length 8M --pattern 9
+    "$ctl" --home "$home" io verify clitest --offset 1M --length 8M --pattern 9
+    "$ctl" --home "$home" image fsck clitest
+    "$ctl" --home "$home" image info clitest --json | grep -q '"rados:'
+    [[ $(rados -p "$pool" ls | grep -c '^clitest') -gt 0 ]] || { echo "FAIL: no clitest objects in $pool" >&2; return 1; }
+    "$ctl" --home "$home" image rm clitest
+    if rados -p "$pool" ls | grep -q '^clitest'; then
+        echo "FAIL: image rm left objects of clitest in $pool" >&2
+        return 1
+    fi
+    rm -rf "$home"
+}
+t cli
 echo "tests/ceph/run.sh: PASS"

@@ -35,6 +35,7 @@ pub(crate) fn export(a: ExportArgs) -> anyhow::Result<u8> {
         unix: a.unix.map(|p| p.display().to_string()),
         tcp: a.tcp,
         read_only: a.read_only,
+        accept_cache_loss: a.accept_cache_loss,
     };
     for e in check(call(&a.control.control, op)?)? {
         print(&format!("{}\t{}\n", e.name, e.uri));

@@ -12,6 +12,7 @@ use super::{size_arg, store_create, store_open, store_parse, EXIT_DAMAGE, EXIT_O
 use crate::catalog::{spec_local_path, validate_name, Catalog, CatalogEntry};
 use crate::cli::{CompressArg, CreateArgs, ImageCmd};
 use crate::output::{format_time, key_values, print, print_json, size_both, Table};
+use crate::volume::{CacheSettings, Volume};
 
 pub(crate) fn run(catalog: &Catalog, cmd: ImageCmd) -> anyhow::Result<u8> {
     match cmd {
@@ -28,6 +29,7 @@ struct CreatePlan {
     name: String,
     spec: String,
     opts: CreateOptions,
+    cache: Option<CacheSettings>,
 }
 
 /// Check everything that can be checked without touching the disk.
@@ -39,8 +41,12 @@ fn plan_create(catalog: &Catalog, a: &CreateArgs) -> anyhow::Result<CreatePlan> 
         if a.store.is_some() {
             bail!("give either a rados: image spec or --store, not both");
         }
-        let name = crate::stores::rados_image_name(&a.name)
-            .ok_or_else(|| anyhow!("bad rados image spec {:?}: expected rados:POOL[/NS]/NAME", a.name))?;
+        let name = crate::stores::rados_image_name(&a.name).ok_or_else(|| {
+            anyhow!(
+                "bad rados image spec {:?}: expected rados:POOL[/NS]/NAME",
+                a.name
+            )
+        })?;
         a.store = Some(std::mem::replace(&mut a.name, name));
     }
     let a = &a;
@@ -71,6 +77,28 @@ fn plan_create(catalog: &Catalog, a: &CreateArgs) -> anyhow::Result<CreatePlan> 
         CompressArg::None => Compression::None,
         CompressArg::Zstd => Compression::Zstd,
     };
+    let cache = match &a.cache_dir {
+        None => None,
+        Some(dir) => {
+            let journal_size = size_arg("journal size", &a.journal_size)?;
+            if journal_size < (1 << 20) || !journal_size.is_multiple_of(4096) {
+                bail!("journal size {journal_size} must be at least 1M and a multiple of 4096");
+            }
+            let read_cache_size = size_arg("read cache size", &a.read_cache_size)?;
+            let dir = if dir.is_relative() {
+                std::env::current_dir()
+                    .context("current directory")?
+                    .join(dir)
+            } else {
+                dir.clone()
+            };
+            Some(CacheSettings {
+                dir: dir.display().to_string(),
+                journal_size,
+                read_cache_size,
+            })
+        }
+    };
     Ok(CreatePlan {
         name: a.name.clone(),
         spec,
@@ -79,6 +107,7 @@ fn plan_create(catalog: &Catalog, a: &CreateArgs) -> anyhow::Result<CreatePlan> 
             segment_size,
             compression,
         },
+        cache,
     })
 }
 
@@ -197,10 +226,18 @@ fn create(catalog: &Catalog, a: CreateArgs) -> anyhow::Result<u8> {
             return Err(e.context(format!("create store {}", plan.spec)));
         }
     };
+    let mut entry = CatalogEntry::new(name, &plan.spec);
+    entry.cache = plan.cache.clone();
     let result = Image::create(store.clone(), &plan.opts)
         .with_context(|| format!("create image {name:?} in {}", plan.spec))
         .and_then(|info| {
-            catalog.insert(&CatalogEntry::new(name, &plan.spec))?;
+            if entry.cache.is_some() {
+                // Make the journal (and bind it to the image) now, so a bad
+                // cache directory fails the create, not the first use.
+                let (v, _) = Volume::open(&entry, super::open_options(false), false)?;
+                v.close().context("close the new image")?;
+            }
+            catalog.insert(&entry)?;
             Ok(info)
         });
     let info = match result {
@@ -370,6 +407,15 @@ fn rm(catalog: &Catalog, name: &str, force: bool) -> anyhow::Result<u8> {
             "{} (use --force to remove the catalog entry anyway)",
             super::one_line(&e)
         ),
+    }
+    if let Some(c) = &entry.cache {
+        for p in [c.journal_path(name), c.read_cache_path(name)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("remove {}: {e}", p.display()),
+            }
+        }
     }
     catalog.remove(name)?;
     print(&format!("removed image {name}\n"));

@@ -4,9 +4,9 @@ use std::fs::File;
 use std::io::Write;
 use std::time::Instant;
 
+use crate::volume::Volume;
 use anyhow::Context;
 use log_engine::size::format_size;
-use log_engine::Image;
 
 use super::{check_range, open_image, size_arg, EXIT_DAMAGE, EXIT_OK};
 use crate::catalog::Catalog;
@@ -17,10 +17,10 @@ use crate::pattern;
 /// Bytes moved per engine call (a typical block-layer request size).
 const CHUNK: u64 = 256 << 10;
 
-pub(crate) fn run(catalog: &Catalog, cmd: IoCmd) -> anyhow::Result<u8> {
+pub(crate) fn run(catalog: &Catalog, cmd: IoCmd, acl: bool) -> anyhow::Result<u8> {
     match cmd {
-        IoCmd::Write(a) => write(catalog, &a),
-        IoCmd::Verify(a) => verify(catalog, &a),
+        IoCmd::Write(a) => write(catalog, &a, acl),
+        IoCmd::Verify(a) => verify(catalog, &a, acl),
         IoCmd::Read {
             name,
             offset,
@@ -29,7 +29,7 @@ pub(crate) fn run(catalog: &Catalog, cmd: IoCmd) -> anyhow::Result<u8> {
         } => {
             let off = size_arg("offset", &offset)?;
             let len = length.map(|l| size_arg("length", &l)).transpose()?;
-            read(catalog, &name, off, len, output.as_deref())
+            read(catalog, &name, off, len, output.as_deref(), acl)
         }
     }
 }
@@ -59,10 +59,11 @@ fn ranged(
     catalog: &Catalog,
     a: &PatternArgs,
     read_only: bool,
-) -> anyhow::Result<(Image, u64, u64)> {
+    acl: bool,
+) -> anyhow::Result<(Volume, u64, u64)> {
     let off = size_arg("offset", &a.offset)?;
     let len = size_arg("length", &a.length)?;
-    let image = open_image(catalog, &a.name, read_only)?;
+    let image = open_image(catalog, &a.name, read_only, acl)?;
     if let Err(e) = check_range(off, len, image.info().size) {
         // Nothing was written: close cleanly rather than drop (a crash).
         let _ = image.close();
@@ -71,15 +72,14 @@ fn ranged(
     Ok((image, off, len))
 }
 
-fn write(catalog: &Catalog, a: &PatternArgs) -> anyhow::Result<u8> {
-    let (image, off, len) = ranged(catalog, a, false)?;
+fn write(catalog: &Catalog, a: &PatternArgs, acl: bool) -> anyhow::Result<u8> {
+    let (image, off, len) = ranged(catalog, a, false, acl)?;
     let t = Instant::now();
     let mut buf = vec![0u8; CHUNK as usize];
     for_chunks(off, len, |pos, n| {
         pattern::fill(a.pattern, pos, &mut buf[..n]);
         image
-            .write(pos, &buf[..n])
-            .map(|_seq| ())
+            .write(pos, &buf[..n], false)
             .with_context(|| format!("write {n} bytes at offset {pos} of image {:?}", a.name))
     })?;
     image
@@ -98,8 +98,8 @@ fn write(catalog: &Catalog, a: &PatternArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn verify(catalog: &Catalog, a: &PatternArgs) -> anyhow::Result<u8> {
-    let (image, off, len) = ranged(catalog, a, true)?;
+fn verify(catalog: &Catalog, a: &PatternArgs, acl: bool) -> anyhow::Result<u8> {
+    let (image, off, len) = ranged(catalog, a, true, acl)?;
     let t = Instant::now();
     let mut buf = vec![0u8; CHUNK as usize];
     let mut bad = None;
@@ -142,8 +142,9 @@ fn read(
     off: u64,
     len: Option<u64>,
     output: Option<&std::path::Path>,
+    acl: bool,
 ) -> anyhow::Result<u8> {
-    let image = open_image(catalog, name, true)?;
+    let image = open_image(catalog, name, true, acl)?;
     let size = image.info().size;
     let len = len.unwrap_or(size.saturating_sub(off));
     check_range(off, len, size)?;

@@ -1,6 +1,7 @@
 //! The commands of `lsvdctl`, one file per command group, and what they share:
 //! exit codes, error printing, store and image opening.
 
+mod cache;
 pub mod export;
 pub mod image;
 pub mod io;
@@ -13,10 +14,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use log_engine::size::parse_size;
-use log_engine::{GcConfig, Image, OpenOptions, SegmentStore};
+use log_engine::{GcConfig, OpenOptions, SegmentStore};
 
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::cli::{Cli, Command};
+use crate::volume::Volume;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -55,7 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let catalog = Catalog::new(&cli.home);
     match cli.command {
         Command::Image(c) => image::run(&catalog, c),
-        Command::Io(c) => io::run(&catalog, c),
+        Command::Io(c) => io::run(&catalog, c, cli.accept_cache_loss),
+        Command::Cache(c) => cache::run(&catalog, c, cli.accept_cache_loss),
         Command::Export(a) => export::export(a),
         Command::Unexport { name, control } => export::unexport(&name, &control.control),
     }
@@ -106,7 +109,8 @@ pub(crate) fn store_create(s: &str) -> anyhow::Result<Arc<dyn SegmentStore>> {
 
 /// Open the store of a catalog entry.
 pub(crate) fn store_open(entry: &CatalogEntry) -> anyhow::Result<Arc<dyn SegmentStore>> {
-    crate::stores::open_store(&entry.store).with_context(|| format!("open store of image {:?}", entry.name))
+    crate::stores::open_store(&entry.store)
+        .with_context(|| format!("open store of image {:?}", entry.name))
 }
 
 /// Engine options for the short-lived opens of `lsvdctl io`: no background
@@ -127,9 +131,15 @@ pub(crate) fn open_options(read_only: bool) -> OpenOptions {
     }
 }
 
-/// Look `name` up in the catalog and open its image.
-pub(crate) fn open_image(catalog: &Catalog, name: &str, read_only: bool) -> anyhow::Result<Image> {
+/// Look `name` up in the catalog and open its image (with its write
+/// journal and read cache, if it has them).
+pub(crate) fn open_image(
+    catalog: &Catalog,
+    name: &str,
+    read_only: bool,
+    accept_cache_loss: bool,
+) -> anyhow::Result<Volume> {
     let entry = catalog.require(name)?;
-    let store = store_open(&entry)?;
-    Image::open(store, open_options(read_only)).with_context(|| format!("open image {name:?}"))
+    let (v, _report) = Volume::open(&entry, open_options(read_only), accept_cache_loss)?;
+    Ok(v)
 }

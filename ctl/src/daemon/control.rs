@@ -53,6 +53,10 @@ pub enum Op {
         tcp: Option<String>,
         #[serde(default)]
         read_only: bool,
+        /// Open even if the image's write journal is lost (the image goes
+        /// back to what its backend holds; see `lsvdctl --accept-cache-loss`).
+        #[serde(default)]
+        accept_cache_loss: bool,
     },
     /// Stop serving `name`: disconnect its clients (in-flight requests
     /// finish), flush and close the image.
@@ -204,7 +208,8 @@ mod tests {
                 name: "a".into(),
                 unix: None,
                 tcp: None,
-                read_only: true
+                read_only: true,
+                accept_cache_loss: false,
             }
         );
         assert_eq!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use log_engine::{GcConfig, Image, OpenOptions};
+use log_engine::{GcConfig, OpenOptions};
 use lsvd_nbd::{Address, BlockDev, Export, Exports, ListenerHandle, Server};
 use parking_lot::Mutex;
 use tracing::{info, warn};
@@ -15,10 +15,11 @@ use tracing::{info, warn};
 use super::control::{ExportInfo, Op, Response};
 use super::tcp_address;
 use crate::catalog::{validate_name, Catalog};
+use crate::volume::Volume;
 
 /// One served image.
 struct Served {
-    image: Arc<Image>,
+    image: Arc<Volume>,
     export: Arc<Export>,
     listener: ListenerHandle,
 }
@@ -99,7 +100,8 @@ impl Daemon {
                 unix,
                 tcp,
                 read_only,
-            } => self.export(&name, unix, tcp, read_only),
+                accept_cache_loss,
+            } => self.export(&name, unix, tcp, read_only, accept_cache_loss),
             Op::Unexport { name } => self.unexport(&name).map(|i| vec![i]),
             Op::List => Ok(self.list()),
         };
@@ -138,6 +140,7 @@ impl Daemon {
         unix: Option<String>,
         tcp: Option<String>,
         read_only: bool,
+        accept_cache_loss: bool,
     ) -> anyhow::Result<Vec<ExportInfo>> {
         let _admin = self.admin.lock();
         validate_name(name)?;
@@ -152,12 +155,8 @@ impl Daemon {
             .map(|t| tcp_address(t, self.allow_any))
             .transpose()?;
         let entry = self.catalog.require(name)?;
-        let store = crate::stores::open_store(&entry.store)
-            .with_context(|| format!("open store of image {name:?}"))?;
-        let image = Arc::new(
-            Image::open(store, open_options(read_only))
-                .with_context(|| format!("open image {name:?}"))?,
-        );
+        let (volume, _report) = Volume::open(&entry, open_options(read_only), accept_cache_loss)?;
+        let image = Arc::new(volume);
         let dev: Arc<dyn BlockDev> = image.clone();
         let export = Arc::new(Export::new(name, dev, read_only));
         let table = Exports::single(Arc::clone(&export));
