@@ -24,10 +24,10 @@ if [[ -z "$deb" ]]; then
 fi
 
 # Modules the tests need (their dependencies are added automatically).
-MODULES=(ublk_drv configfs null_blk nvme 9p 9pnet_virtio netfs ext4 xfs btrfs loop
+MODULES=(ublk_drv configfs null_blk nvme 9p 9pnet_virtio netfs ext4 xfs btrfs loop nbd
     crc32c_generic crc32c-intel blake2b_generic xxhash_generic)
 # Host programs copied in with their libraries (busybox covers the rest).
-TOOLS=(mke2fs e2fsck mkfs.xfs xfs_repair xfs_db mkfs.btrfs btrfs fio blkzone blkdiscard)
+TOOLS=(mke2fs e2fsck mkfs.xfs xfs_repair xfs_db mkfs.btrfs btrfs fio blkzone blkdiscard nbd-client)
 # Libraries our own Rust binaries (run from the 9p share) link to.
 EXTRA_LIBS=(libgcc_s.so.1 libc.so.6 libm.so.6)
 

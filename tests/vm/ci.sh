@@ -13,7 +13,7 @@ t() {
     echo "[time] $name: $((SECONDS - s)) s"
 }
 t vm-install tests/vm/install.sh
-t vm-build-release cargo build --release -p lsvd-ublk --bin lsvd-ublk-serve
+t vm-build-release cargo build --release -p lsvd-ublk --bin lsvd-ublk-serve -p lsvd-ctl --bin lsvd --bin lsvdctl
 t vm-initramfs tests/vm/build-initramfs.sh >/dev/null
 t vm-guest-suite tests/vm/run.sh --timeout 1200 tests/vm/guest/suite.sh
 if [[ "${1:-}" == --bench ]]; then

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$SECONDS
 
-APT_PACKAGES=(busybox-static e2fsprogs xfsprogs btrfs-progs fio cpio
+APT_PACKAGES=(busybox-static e2fsprogs xfsprogs btrfs-progs fio cpio nbd-client
     xz-utils util-linux libclang-dev clang linux-libc-dev pkg-config)
 
 sudo=()
