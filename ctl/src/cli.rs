@@ -39,6 +39,8 @@ pub enum Command {
     /// Write, read and verify image data (test patterns).
     #[command(subcommand)]
     Io(IoCmd),
+    /// Register, list, remove and run eBPF offload functions.
+    Offload(crate::cmd::offload::OffloadArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +76,10 @@ pub enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a raw file into an image (created if missing), like `rbd import`.
+    Import(crate::cmd::offload::ImportArgs),
+    /// Copy a whole image into a raw file.
+    Export(crate::cmd::offload::ExportArgs),
 }
 
 /// Data compression of a new image.

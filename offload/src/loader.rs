@@ -118,7 +118,7 @@ pub fn load_section(elf: &[u8], section: &str) -> Result<Vec<u8>, LoadError> {
         }
         let idx = (offset as usize) / INSN_SIZE;
         let ins = Insn::at(code, idx)
-            .filter(|_| offset as usize % INSN_SIZE == 0)
+            .filter(|_| (offset as usize).is_multiple_of(INSN_SIZE))
             .ok_or_else(|| refuse("offset outside the code".into()))?;
         if ins.op != CALL || ins.src != 1 {
             return Err(refuse(format!(

@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod io;
+pub mod offload;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let catalog = Catalog::new(&cli.home);
     match cli.command {
         Command::Image(c) => image::run(&catalog, c),
+        Command::Offload(a) => offload::run(&catalog, a),
         Command::Io(c) => io::run(&catalog, c),
     }
 }

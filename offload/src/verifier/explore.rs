@@ -247,7 +247,7 @@ impl Explorer<'_> {
                     format!("more than {} instructions processed", self.max_processed),
                 ));
             }
-            if self.processed % 4096 == 0 && self.start.elapsed() > self.max_time {
+            if self.processed.is_multiple_of(4096) && self.start.elapsed() > self.max_time {
                 return Err(err(
                     VerifierLimit,
                     pc,
@@ -507,7 +507,7 @@ impl Explorer<'_> {
                     .frames
                     .get(f as usize)
                     .ok_or_else(|| err(PointerLeak, pc, "pointer to a returned stack frame"))?;
-                if size == 8 && base % 8 == 0 {
+                if size == 8 && base.is_multiple_of(8) {
                     match frame.stack.get(base / 8) {
                         Slot::Spill(v) => return Ok(v),
                         Slot::Bytes(0xff) => return Ok(Val::Scalar(Scalar::TOP)),
@@ -605,7 +605,7 @@ impl Explorer<'_> {
                     .frames
                     .get_mut(f as usize)
                     .ok_or_else(|| err(PointerLeak, pc, "pointer to a returned stack frame"))?;
-                if size == 8 && base % 8 == 0 {
+                if size == 8 && base.is_multiple_of(8) {
                     frame.stack.set(base / 8, Slot::Spill(val));
                     return Ok(());
                 }

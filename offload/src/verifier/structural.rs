@@ -28,7 +28,7 @@ fn bad(i: usize, msg: impl Into<String>) -> VerifyError {
 
 /// Checks the layout of `code`; see the module doc.
 pub fn structural_check(code: &[u8]) -> Result<Layout, VerifyError> {
-    if code.is_empty() || code.len() % INSN_SIZE != 0 {
+    if code.is_empty() || !code.len().is_multiple_of(INSN_SIZE) {
         return Err(bad(
             0,
             format!("code length {} is not a non-zero multiple of 8", code.len()),
