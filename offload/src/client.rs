@@ -22,10 +22,10 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The stream broke or carried a bad frame.
-    #[error("offload socket: {0}")]
+    #[error("offload socket")]
     Frame(#[from] FrameError),
     /// The server's answer did not decode.
-    #[error("offload socket: bad answer: {0}")]
+    #[error("offload socket: bad answer")]
     Decode(#[from] DecodeError),
     /// The server closed the connection before answering.
     #[error("offload socket: server closed the connection")]
@@ -34,7 +34,7 @@ pub enum ClientError {
     #[error("offload socket: unexpected answer {0}")]
     Unexpected(String),
     /// The server refused or the call failed there.
-    #[error("{0}")]
+    #[error(transparent)]
     Remote(#[from] RemoteError),
 }
 

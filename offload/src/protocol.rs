@@ -105,13 +105,13 @@ pub enum DecodeError {
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// Transport failure.
-    #[error("socket: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// The peer closed the stream inside a frame.
     #[error("stream closed inside a frame ({0} of the bytes it announced were missing)")]
     Truncated(usize),
     /// The bytes are not a valid frame.
-    #[error("{0}")]
+    #[error(transparent)]
     Decode(#[from] DecodeError),
 }
 
