@@ -217,15 +217,16 @@ fn check_crc(hb: &[u8; HEADER_LEN], h: &Header, payload: &[u8]) -> Result<(), De
 }
 
 /// Reads one frame. `Ok(None)` on a clean end of stream before the first header byte.
-/// The first byte is awaited with the stream's current timeout; `on_started` is called
-/// once it arrived (the server uses it to bound how long the rest may take).
+/// The first read is awaited with the stream's current timeout; `on_more` is called once
+/// before any further read the frame needs (the server uses it to bound how long the rest
+/// of a started frame may take).
 pub fn read_frame(
     r: &mut impl Read,
-    mut on_started: impl FnMut(),
+    mut on_more: impl FnMut(),
 ) -> Result<Option<Frame>, FrameError> {
     let mut hb = [0u8; HEADER_LEN];
     let first = loop {
-        match r.read(&mut hb[..1]) {
+        match r.read(&mut hb) {
             Ok(n) => break n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
@@ -234,11 +235,23 @@ pub fn read_frame(
     if first == 0 {
         return Ok(None);
     }
-    on_started();
-    read_full(r, &mut hb[1..])?;
+    let mut more_called = false;
+    let mut more = || {
+        if !more_called {
+            more_called = true;
+            on_more();
+        }
+    };
+    if first < HEADER_LEN {
+        more();
+        read_full(r, &mut hb[first..])?;
+    }
     let h = Header::decode(&hb)?;
     let mut payload = vec![0u8; h.len as usize];
-    read_full(r, &mut payload)?;
+    if !payload.is_empty() {
+        more();
+        read_full(r, &mut payload)?;
+    }
     check_crc(&hb, &h, &payload)?;
     Ok(Some(Frame {
         op: h.op,
