@@ -151,7 +151,7 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => structured(&mut b),
     };
-    let Ok(v) = verify_with_limits(&code, MAX_INSN_BOUND, 300_000, Duration::from_millis(300))
+    let Ok(v) = verify_with_limits(&code, MAX_INSN_BOUND, 100_000, Duration::from_millis(100))
     else {
         return;
     };
