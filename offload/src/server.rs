@@ -39,7 +39,6 @@ use crate::chain::{run_chain, BlockSource, ChainError, ChainLimits, MAX_HOPS_CAP
 use crate::loader::{load_section, LoadError, MAX_OBJECT_BYTES};
 use crate::protocol::{
     read_frame, write_frame, ErrorKind, FnInfo, FrameError, RemoteError, Request, Response,
-    DEFAULT_SOCKET,
 };
 use crate::verifier::{self, VerifyError, VerifyErrorKind};
 use crate::vm::{Engine, Program, Vm, VmError};
@@ -99,8 +98,6 @@ pub mod caps {
 /// above [`caps`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Socket path for [`Server::spawn`].
-    pub socket: PathBuf,
     /// Engine for new functions.
     pub engine: Engine,
     /// Largest ELF object.
@@ -140,7 +137,6 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            socket: PathBuf::from(DEFAULT_SOCKET),
             engine: Engine::Jit,
             max_object_bytes: caps::OBJECT_BYTES,
             max_insns: caps::INSNS,
@@ -431,11 +427,11 @@ impl Server {
         }
     }
 
-    /// Binds `cfg.socket` (replacing a stale socket file, creating the parent directory),
-    /// makes it connectable by every uid (access is decided per request), and serves on a
-    /// new thread.
-    pub fn spawn(&self) -> io::Result<ServerHandle> {
-        let path = self.inner.cfg.socket.clone();
+    /// Binds `path` (usually [`crate::protocol::DEFAULT_SOCKET`]; a stale socket file is replaced, the
+    /// parent directory created), makes it connectable by every uid (access is decided
+    /// per request), and serves on a new thread.
+    pub fn spawn(&self, path: impl AsRef<Path>) -> io::Result<ServerHandle> {
+        let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }

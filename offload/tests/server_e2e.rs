@@ -73,12 +73,11 @@ fn fixture() -> Fixture {
     );
     let sock = dir.path().join("offload.sock");
     let cfg = ServerConfig {
-        socket: sock.clone(),
         workers: 2,
         frame_timeout: Duration::from_secs(1),
         ..Default::default()
     };
-    let handle = Server::new(cfg, Arc::new(r)).unwrap().spawn().unwrap();
+    let handle = Server::new(cfg, Arc::new(r)).unwrap().spawn(&sock).unwrap();
     Fixture {
         _dir: dir,
         handle,

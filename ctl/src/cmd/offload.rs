@@ -359,7 +359,6 @@ fn serve(
     workers: Option<usize>,
 ) -> anyhow::Result<u8> {
     let mut cfg = ServerConfig {
-        socket: sock.to_path_buf(),
         engine: match engine {
             EngineArg::Jit => Engine::Jit,
             EngineArg::RbpfInterp => Engine::RbpfInterp,
@@ -372,7 +371,7 @@ fn serve(
     }
     let server = Server::new(cfg, Arc::new(CatalogResolver::new(catalog.clone())))?;
     let _handle = server
-        .spawn()
+        .spawn(sock)
         .with_context(|| format!("listen on {}", sock.display()))?;
     eprintln!("lsvdctl: offload server listening on {}", sock.display());
     loop {

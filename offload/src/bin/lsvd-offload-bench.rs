@@ -137,12 +137,11 @@ fn bench(o: &Opts) -> anyhow::Result<()> {
         ("offload-interp", Engine::Interp),
     ] {
         let cfg = ServerConfig {
-            socket: o.dir.join(format!("{name}.sock")),
             engine,
             workers: 16,
             ..Default::default()
         };
-        let h = Server::new(cfg, resolver.clone())?.spawn()?;
+        let h = Server::new(cfg, resolver.clone())?.spawn(o.dir.join(format!("{name}.sock")))?;
         let mut c = Client::connect(h.path())?;
         let id = c.register("bench", "offload", OBJECT)?.fn_id;
         let engine_used = c.list()?.first().map(|f| f.engine.clone());
