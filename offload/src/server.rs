@@ -130,7 +130,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Connections served at once (more are answered with an error and closed).
     pub max_connections: usize,
-    /// Once a frame started, the rest must arrive within this time.
+    /// Once a frame started, the rest must arrive within this time; an answer that
+    /// cannot be written within it closes the connection.
     pub frame_timeout: Duration,
 }
 
@@ -292,12 +293,17 @@ struct Conn {
 }
 
 impl Conn {
+    /// Writes one answer. The stream has a write timeout: a peer that stops reading
+    /// gets its connection shut down instead of holding a worker.
     fn send(&self, id: u64, resp: &Response) {
         let mut s = lock(&self.out);
         if let Err(e) = write_frame(&mut *s, resp.op(), id, &resp.encode()) {
-            tracing::debug!(peer_pid = self.peer.pid, "answer not delivered: {e}");
+            tracing::debug!(
+                peer_pid = self.peer.pid,
+                "answer not delivered, closing: {e}"
+            );
+            let _ = s.shutdown(std::net::Shutdown::Both);
         }
-        let _ = s.flush();
     }
 }
 
@@ -464,7 +470,10 @@ impl Server {
             }
         };
         let n = lock(&inner.conns).len();
-        let out = match s.try_clone() {
+        let out = match s.try_clone().and_then(|o| {
+            o.set_write_timeout(Some(inner.cfg.frame_timeout))
+                .map(|_| o)
+        }) {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!("offload: cannot clone socket: {e}");

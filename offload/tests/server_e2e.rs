@@ -400,6 +400,49 @@ fn pipelined_calls_and_in_flight_limit() {
 }
 
 #[test]
+fn client_that_stops_reading_does_not_hold_the_workers() {
+    let fx = fixture();
+    let mut c = Client::connect(&fx.sock).unwrap();
+    let lookup = register_lookup(&mut c);
+    let first = c
+        .register("img", "probe_first_word", &obj("chain_probe.o"))
+        .unwrap()
+        .fn_id;
+    // Two stalled connections, each with far more 4 KiB answers queued than a socket
+    // buffer holds; they never read.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = UnixStream::connect(&fx.sock).unwrap();
+        let mut batch = Vec::new();
+        for id in 1..=600u64 {
+            let req = Request::Invoke {
+                fn_id: first,
+                start_lba: 1,
+                max_hops: 0,
+                args: vec![],
+            };
+            batch.extend(encode_frame(req.op(), id, &req.encode()));
+        }
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(&batch);
+        stalled.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // REGISTER needs a pool worker: it must still be served (the write timeout of the
+    // fixture is 1 s).
+    let t = std::time::Instant::now();
+    let id = register_lookup(&mut c);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t.elapsed()
+    );
+    check_lookups(&mut c, &fx, id);
+    check_lookups(&mut c, &fx, lookup);
+    drop(stalled);
+}
+
+#[test]
 fn function_limit_per_uid() {
     let fx = fixture();
     let mut c = Client::connect(&fx.sock).unwrap();
