@@ -22,7 +22,7 @@
 //!   consecutive jobs run the same function (JIT compile once, not per call).
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
