@@ -48,6 +48,8 @@ pub enum Command {
     /// Write, read and verify image data (test patterns).
     #[command(subcommand)]
     Io(IoCmd),
+    /// Register, list, remove and run eBPF offload functions.
+    Offload(crate::cmd::offload::OffloadArgs),
     /// The local write journal and read cache of an image.
     #[command(subcommand)]
     Cache(CacheCmd),
@@ -142,6 +144,10 @@ pub enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a raw file into an image (created if missing), like `rbd import`.
+    Import(crate::cmd::offload::ImportArgs),
+    /// Copy a whole image into a raw file.
+    Export(crate::cmd::offload::ExportArgs),
 }
 
 /// Data compression of a new image.

@@ -109,3 +109,50 @@ pub fn lookup(tree: &Tree, key: u64) -> Option<u64> {
         lba = rd(b, OFF_VALS + 8 * i);
     }
 }
+
+/// Value stored under `key` in a demo tree of seed `seed` (splitmix64 of both).
+pub fn demo_value(seed: u64, key: u64) -> u64 {
+    let mut z = seed ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Demo pairs: keys `1, 3, 5, ..., 2n-1` (even keys are absent), values
+/// [`demo_value`]`(seed, key)`.
+pub fn demo_pairs(n: u64, seed: u64) -> Vec<(u64, u64)> {
+    (0..n)
+        .map(|i| {
+            let k = 2 * i + 1;
+            (k, demo_value(seed, k))
+        })
+        .collect()
+}
+
+/// Smallest number of keys that gives `levels` levels at `fanout` (`fanout^(levels-1) + 1`,
+/// or 1 for one level); `None` on overflow.
+pub fn keys_for_levels(levels: u32, fanout: usize) -> Option<u64> {
+    if levels <= 1 {
+        return Some(1);
+    }
+    (fanout as u64).checked_pow(levels - 1)?.checked_add(1)
+}
+
+/// Lookup arguments (`struct lsvd_bt_args`) for `key`.
+pub fn lookup_args(key: u64) -> [u8; 24] {
+    let mut a = [0u8; 24];
+    a[..8].copy_from_slice(&key.to_le_bytes());
+    a
+}
+
+/// Writes `blocks` to `image` from block 0, in writes of up to 256 KiB, then flushes.
+pub fn write_to_image(
+    image: &log_engine::Image,
+    blocks: &[[u8; BLOCK_SIZE]],
+) -> log_engine::Result<()> {
+    for (i, chunk) in blocks.chunks(64).enumerate() {
+        let buf: Vec<u8> = chunk.iter().flat_map(|b| b.iter().copied()).collect();
+        image.write((i * 64 * BLOCK_SIZE) as u64, &buf)?;
+    }
+    image.flush()
+}

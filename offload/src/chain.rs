@@ -57,6 +57,8 @@ pub struct ChainResult {
     pub scratch: Box<[u8; SCRATCH_SIZE]>,
     /// Hops run (blocks read).
     pub hops: u32,
+    /// Time spent in the VM over all hops.
+    pub vm_time: Duration,
 }
 
 /// Why a chain stopped without `done`.
@@ -195,6 +197,7 @@ pub fn run_chain(
                 r0,
                 scratch: Box::new(*vm.scratch()),
                 hops: hop + 1,
+                vm_time,
             });
         }
         if out.n_next != 1 {

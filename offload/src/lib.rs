@@ -7,14 +7,23 @@
 //! interpreter, or our [`interp`]) → [`chain`] (per-hop I/O through a [`chain::BlockSource`],
 //! LBA checks, hop/time limits). [`abi`] is the program ABI shared with
 //! `include/lsvd_offload.h`; [`btree`] lays out the example B+-tree for tests.
+//!
+//! Serving: [`server`] (Unix socket, [`protocol`] frames, per-uid ownership, image access
+//! through an [`server::ImageResolver`]; [`image_source`] adapts `log_engine::Image`),
+//! [`client`] (Rust client library), [`access`] (peer credentials, access rule).
 
 pub mod abi;
+pub mod access;
 pub mod asm;
 pub mod btree;
 pub mod chain;
+pub mod client;
+pub mod image_source;
 pub mod insn;
 pub mod interp;
 pub mod loader;
+pub mod protocol;
+pub mod server;
 pub mod verifier;
 pub mod vm;
 

@@ -85,7 +85,28 @@ pub struct Program {
 impl Program {
     /// Verifies `code` and registers it for the rbpf engines.
     pub fn new(code: Vec<u8>) -> Result<Program, VerifyError> {
-        let verified = verifier::verify(&code)?;
+        Program::with_limits(
+            code,
+            verifier::MAX_INSN_BOUND,
+            verifier::MAX_PROCESSED,
+            verifier::MAX_TIME,
+        )
+    }
+
+    /// Like [`Program::new`] with lower verifier limits (per-hop instruction bound,
+    /// processed instructions, time); values above the defaults are lowered to them.
+    pub fn with_limits(
+        code: Vec<u8>,
+        insn_bound: u64,
+        processed: u64,
+        time: std::time::Duration,
+    ) -> Result<Program, VerifyError> {
+        let verified = verifier::verify_with_limits(
+            &code,
+            insn_bound.min(verifier::MAX_INSN_BOUND),
+            processed.min(verifier::MAX_PROCESSED),
+            time.min(verifier::MAX_TIME),
+        )?;
         if let Ok(mut reg) = registry().lock() {
             reg.entry(code.clone())
                 .or_insert_with(|| (0, verified.clone()))

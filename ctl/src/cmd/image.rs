@@ -21,6 +21,8 @@ pub(crate) fn run(catalog: &Catalog, cmd: ImageCmd) -> anyhow::Result<u8> {
         ImageCmd::Ls { json } => ls(catalog, json),
         ImageCmd::Rm { name, force } => rm(catalog, &name, force),
         ImageCmd::Fsck { name, json } => fsck(catalog, &name, json),
+        ImageCmd::Import(a) => super::offload::import(catalog, a),
+        ImageCmd::Export(a) => super::offload::export(catalog, a),
     }
 }
 

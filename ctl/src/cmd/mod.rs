@@ -5,6 +5,7 @@ mod cache;
 pub mod export;
 pub mod image;
 pub mod io;
+pub mod offload;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let catalog = Catalog::new(&cli.home);
     match cli.command {
         Command::Image(c) => image::run(&catalog, c),
+        Command::Offload(a) => offload::run(&catalog, a),
         Command::Io(c) => io::run(&catalog, c, cli.accept_cache_loss),
         Command::Cache(c) => cache::run(&catalog, c, cli.accept_cache_loss),
         Command::Export(a) => export::export(a),
