@@ -49,4 +49,12 @@ cli() {
     rm -rf "$home"
 }
 t cli
+
+# The journal crash test (kill -9 of a writer, journal damage variants) with
+# the segments in RADOS.
+crash() {
+    LSVD_CRASH_RADOS="rados:${POOL:-test}/crash" CRASH_CYCLES=${CRASH_CYCLES_RADOS:-20} \
+        cargo test -p lsvd-tests --test crash crash_rados_store -- --ignored --nocapture
+}
+t crash
 echo "tests/ceph/run.sh: PASS"

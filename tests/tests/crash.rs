@@ -30,11 +30,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use log_engine::store::spec::{create_store, open_store};
+// Embedded stores and rados: specs alike.
 use log_engine::{CreateOptions, Image, OpenOptions, SegmentStore};
 use lsvd_cache::disk::{Disk, OpenReport};
 use lsvd_cache::journal::scan::{open_for_read, probe, read_record, scan};
 use lsvd_cache::journal::{JournalConfig, RecordKind};
+use lsvd_ctl::stores::{create_store, open_store};
 use rand::{Rng, SeedableRng};
 
 const IMAGE: u64 = 16 << 20;
@@ -62,8 +63,15 @@ const VARIANTS: [Variant; 6] = [
     Variant::LostSegments,
 ];
 
-fn spec(zoned: bool, dir: &Path) -> String {
-    if zoned {
+/// Store under test: `dir`, `zoned-file`, or a RADOS spec prefix from
+/// `LSVD_CRASH_RADOS` (each run gets its own image name).
+fn spec(kind: &str, dir: &Path, seed: u64) -> String {
+    if kind == "rados" {
+        let prefix = std::env::var("LSVD_CRASH_RADOS")
+            .expect("LSVD_CRASH_RADOS=rados:POOL/NAME is required for the RADOS crash test");
+        return format!("{prefix}-{}", seed % 1_000_000_007);
+    }
+    if kind == "zoned-file" {
         format!(
             "zoned-file:{},zone-size=4M,zones=32,max-open=4,max-active=6",
             dir.join("zoned.img").display()
@@ -89,7 +97,7 @@ struct Known {
 }
 
 struct Harness {
-    zoned: bool,
+    kind: &'static str,
     dir: tempfile::TempDir,
     spec: String,
     jc: JournalConfig,
@@ -103,9 +111,9 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(zoned: bool, seed: u64) -> Harness {
+    fn new(kind: &'static str, seed: u64) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spec = spec(zoned, dir.path());
+        let spec = spec(kind, dir.path(), seed);
         let store = create_store(&spec).expect("create store");
         Image::create(
             store,
@@ -118,7 +126,7 @@ impl Harness {
         .expect("create image");
         let jc = JournalConfig::new(dir.path().join("journal"), JOURNAL);
         Harness {
-            zoned,
+            kind,
             dir,
             spec,
             jc,
@@ -132,7 +140,7 @@ impl Harness {
     }
 
     fn violation(&mut self, cycle: usize, v: Variant, msg: String) {
-        let store = if self.zoned { "zoned-file" } else { "dir" };
+        let store = self.kind;
         let line = format!("[{store} cycle {cycle} {v:?}] {msg}");
         eprintln!("VIOLATION {line}");
         self.violations.push(line);
@@ -474,7 +482,7 @@ fn lose_newest_segments(store: &dyn SegmentStore, n: usize) -> bool {
     !segs.is_empty()
 }
 
-fn run(zoned: bool) {
+fn run(kind: &'static str) {
     let cycles: usize = std::env::var("CRASH_CYCLES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -488,9 +496,9 @@ fn run(zoned: bool) {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    let name = if zoned { "zoned-file" } else { "dir" };
+    let name = kind;
     eprintln!("crash[{name}]: {cycles} cycles, CRASH_SEED={seed}");
-    let mut h = Harness::new(zoned, seed);
+    let mut h = Harness::new(kind, seed);
     let t0 = Instant::now();
     for c in 0..cycles {
         h.cycle(c);
@@ -515,10 +523,18 @@ fn run(zoned: bool) {
 
 #[test]
 fn crash_dir_store() {
-    run(false);
+    run("dir");
 }
 
 #[test]
 fn crash_zoned_file_store() {
-    run(true);
+    run("zoned-file");
+}
+
+/// The same on a real Ceph cluster: run by `tests/ceph/run.sh` (which sets
+/// `LSVD_CRASH_RADOS`); ignored elsewhere rather than passing without one.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
+fn crash_rados_store() {
+    run("rados");
 }

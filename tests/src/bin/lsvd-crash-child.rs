@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use log_engine::store::spec::open_store;
+// Embedded stores and rados: specs alike.
 use log_engine::{GcConfig, OpenOptions};
 use lsvd_cache::disk::Disk;
 use lsvd_cache::journal::JournalConfig;
+use lsvd_ctl::stores::open_store;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 
