@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log_engine::store::{Media, SegmentEntry, SegmentStore, SpaceInfo};
+use log_engine::store::{check_meta_name, Media, SegmentEntry, SegmentStore, SpaceInfo};
 use log_engine::{Error, Result};
 use parking_lot::Mutex;
 use tracing::{debug_span, warn};
@@ -94,24 +94,6 @@ pub fn check_image_name(name: &str) -> Result<()> {
     } else {
         Err(Error::InvalidArgument(format!(
             "bad RADOS image name {name:?}: 1..100 characters of [A-Za-z0-9_-]"
-        )))
-    }
-}
-
-/// Meta blob names: 1..200 of `[A-Za-z0-9._-]`, not starting with `.`
-/// (the same rule as the directory store).
-fn check_meta_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "bad metadata name {name:?}: 1..200 characters of [A-Za-z0-9._-], not starting with '.'"
         )))
     }
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Media, SegmentEntry, SegmentStore, SpaceInfo};
+use super::{check_meta_name, Media, SegmentEntry, SegmentStore, SpaceInfo};
 use crate::error::IoContext;
 use crate::{Error, Result};
 
@@ -97,23 +97,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
-}
-
-/// Metadata names must be usable as file-name suffixes.
-pub(crate) fn check_meta_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "bad metadata name {name:?}: 1..200 characters of [A-Za-z0-9._-], not starting with '.'"
-        )))
-    }
 }
 
 fn fsync_dir(path: &Path) -> Result<()> {

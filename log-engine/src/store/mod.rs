@@ -28,7 +28,7 @@ pub mod dir;
 pub mod mem;
 pub mod spec;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// What kind of medium backs a store; decides how GC reclaims space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,4 +118,23 @@ pub trait SegmentStore: Send + Sync + std::fmt::Debug {
     /// Remove every segment and blob of this image and the store's own
     /// container (directory, zones reset). Used by `image rm`.
     fn destroy(&self) -> Result<()>;
+}
+
+/// Check a metadata blob name: 1..=200 characters of `[A-Za-z0-9._-]`,
+/// not starting with `.`, so every store can use it as a file-name or
+/// object-name suffix.
+pub fn check_meta_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "bad metadata name {name:?}: 1..200 characters of [A-Za-z0-9._-], not starting with '.'"
+        )))
+    }
 }

@@ -108,21 +108,7 @@ fn cond_from(c: u8) -> Option<ZoneCond> {
     })
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn round_up(n: u64, to: u64) -> u64 {
-    n.div_ceil(to) * to
-}
+use super::le::{round_up, u32_at, u64_at};
 
 /// Check a geometry for the emulated file.
 fn validate_geometry(g: &ZonedGeometry) -> Result<()> {

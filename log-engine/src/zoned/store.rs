@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 
 use super::device::{ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
-use crate::store::dir::check_meta_name;
+use crate::store::check_meta_name;
 use crate::store::{Media, SegmentEntry, SegmentStore, SpaceInfo};
 use crate::{Error, Result};
 
@@ -58,22 +58,7 @@ const KIND_DELETE: u16 = 2;
 const KIND_SEG_DEAD: u16 = 3;
 const KIND_COMMIT: u16 = 4;
 
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
-}
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
-}
-fn round_up(n: u64, to: u64) -> u64 {
-    n.div_ceil(to) * to
-}
+use super::le::{round_up, u16_at, u32_at, u64_at};
 
 /// Encode the placement header of a segment.
 fn encode_placement(seq: u64, len: u64, write_id: u64, uuid: &[u8; 16]) -> Vec<u8> {
