@@ -50,6 +50,32 @@ pub enum Command {
     Io(IoCmd),
     /// Register, list, remove and run eBPF offload functions.
     Offload(crate::cmd::offload::OffloadArgs),
+    /// Serve an image as a ublk block device through the `lsvd` daemon;
+    /// prints the device path (`/dev/ublkbN`).
+    Map {
+        name: String,
+        /// Hardware queues (default: one per CPU).
+        #[arg(long)]
+        queues: Option<u16>,
+        /// Requests in flight per queue (default 64).
+        #[arg(long)]
+        depth: Option<u16>,
+        /// Open even if the image's write journal is lost or unusable.
+        #[arg(long)]
+        accept_cache_loss: bool,
+        #[command(flatten)]
+        control: ControlArg,
+    },
+    /// Remove a ublk device (by `/dev/ublkbN` or image name): in-flight
+    /// requests finish, the image is flushed and closed.
+    Unmap {
+        target: String,
+        #[command(flatten)]
+        control: ControlArg,
+    },
+    /// ublk devices served by the daemon.
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// The local write journal and read cache of an image.
     #[command(subcommand)]
     Cache(CacheCmd),
@@ -238,4 +264,16 @@ pub enum CacheCmd {
     /// Replay anything the journal holds, upload it to the backend and
     /// empty the journal (the backend alone then holds the image).
     Flush { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// List the daemon's ublk devices.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        control: ControlArg,
+    },
 }

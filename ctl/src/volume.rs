@@ -179,5 +179,26 @@ impl BlockDev for Volume {
     }
 }
 
+impl lsvd_ublk::BlockDevLike for Volume {
+    fn size(&self) -> u64 {
+        Volume::size(self)
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> log_engine::Result<()> {
+        Volume::read(self, offset, buf)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> log_engine::Result<()> {
+        Volume::write(self, offset, data, false)
+    }
+    fn flush(&self) -> log_engine::Result<()> {
+        Volume::flush(self)
+    }
+    fn discard(&self, offset: u64, len: u64) -> log_engine::Result<()> {
+        Volume::discard(self, offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> log_engine::Result<()> {
+        Volume::write_zeroes(self, offset, len)
+    }
+}
+
 /// Shared handle used by the daemon.
 pub type SharedVolume = Arc<Volume>;

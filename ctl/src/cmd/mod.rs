@@ -5,6 +5,7 @@ mod cache;
 pub mod export;
 pub mod image;
 pub mod io;
+mod map;
 pub mod offload;
 
 use std::io::IsTerminal;
@@ -61,6 +62,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Offload(a) => offload::run(&catalog, a),
         Command::Io(c) => io::run(&catalog, c, cli.accept_cache_loss),
         Command::Cache(c) => cache::run(&catalog, c, cli.accept_cache_loss),
+        Command::Map {
+            name,
+            queues,
+            depth,
+            accept_cache_loss,
+            control,
+        } => map::map(
+            &name,
+            queues,
+            depth,
+            accept_cache_loss || cli.accept_cache_loss,
+            &control.control,
+        ),
+        Command::Unmap { target, control } => map::unmap(&target, &control.control),
+        Command::Device(crate::cli::DeviceCmd::Ls { json, control }) => {
+            map::ls(json, &control.control)
+        }
         Command::Export(a) => export::export(a),
         Command::Unexport { name, control } => export::unexport(&name, &control.control),
     }

@@ -63,6 +63,34 @@ pub enum Op {
     Unexport { name: String },
     /// List the exports.
     List,
+    /// Serve image `name` as a ublk block device `/dev/ublkbN`.
+    Map {
+        name: String,
+        #[serde(default)]
+        queues: Option<u16>,
+        #[serde(default)]
+        depth: Option<u16>,
+        #[serde(default)]
+        accept_cache_loss: bool,
+    },
+    /// Remove a device (by `/dev/ublkbN` path or image name): flush, stop,
+    /// close the image.
+    Unmap { target: String },
+    /// List the devices.
+    Devices,
+}
+
+/// One ublk device as reported by the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub name: String,
+    /// `/dev/ublkbN`.
+    pub path: String,
+    pub dev_id: u32,
+    pub size: u64,
+    /// Served through the image's write journal (write-back: writes are
+    /// acknowledged once journaled) rather than write-through.
+    pub journaled: bool,
 }
 
 /// One export as reported by the daemon.
@@ -89,6 +117,8 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exports: Option<Vec<ExportInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<DeviceInfo>>,
 }
 
 impl Response {
@@ -98,6 +128,16 @@ impl Response {
             ok: true,
             error: None,
             exports: Some(exports),
+            devices: None,
+        }
+    }
+    pub fn devices(devices: Vec<DeviceInfo>) -> Self {
+        Response {
+            version: CONTROL_VERSION,
+            ok: true,
+            error: None,
+            exports: None,
+            devices: Some(devices),
         }
     }
     pub fn err(msg: impl Into<String>) -> Self {
@@ -106,6 +146,7 @@ impl Response {
             ok: false,
             error: Some(msg.into()),
             exports: None,
+            devices: None,
         }
     }
 }

@@ -26,7 +26,7 @@ struct Served {
 
 /// The daemon's state: the catalog, the NBD server and the exports.
 pub struct Daemon {
-    catalog: Catalog,
+    pub(super) catalog: Catalog,
     run_dir: PathBuf,
     allow_any: bool,
     server: Arc<Server>,
@@ -34,12 +34,14 @@ pub struct Daemon {
     all: Exports,
     global: Mutex<Option<ListenerHandle>>,
     served: Mutex<BTreeMap<String, Served>>,
+    /// ublk devices by image name (see `devices.rs`).
+    pub(super) mapped: Mutex<BTreeMap<String, super::devices::Mapped>>,
     /// Serializes export/unexport so a name is opened at most once.
     admin: Mutex<()>,
 }
 
 /// Engine options of a long-lived daemon open: background GC on.
-fn open_options(read_only: bool) -> OpenOptions {
+pub(super) fn open_options(read_only: bool) -> OpenOptions {
     OpenOptions {
         upload_threads: 4,
         max_pending_bytes: 256 << 20,
@@ -88,6 +90,7 @@ impl Daemon {
             all,
             global: Mutex::new(global),
             served: Mutex::new(BTreeMap::new()),
+            mapped: Mutex::new(BTreeMap::new()),
             admin: Mutex::new(()),
         }))
     }
@@ -104,6 +107,31 @@ impl Daemon {
             } => self.export(&name, unix, tcp, read_only, accept_cache_loss),
             Op::Unexport { name } => self.unexport(&name).map(|i| vec![i]),
             Op::List => Ok(self.list()),
+            Op::Map {
+                name,
+                queues,
+                depth,
+                accept_cache_loss,
+            } => {
+                let _admin = self.admin.lock();
+                if self.served.lock().contains_key(&name) {
+                    return Response::err(format!(
+                        "image {name:?} is exported over NBD; unexport it before mapping it"
+                    ));
+                }
+                return match self.map(&name, queues, depth, accept_cache_loss) {
+                    Ok(d) => Response::devices(vec![d]),
+                    Err(e) => Response::err(crate::cmd::one_line(&e)),
+                };
+            }
+            Op::Unmap { target } => {
+                let _admin = self.admin.lock();
+                return match self.unmap(&target) {
+                    Ok(d) => Response::devices(vec![d]),
+                    Err(e) => Response::err(crate::cmd::one_line(&e)),
+                };
+            }
+            Op::Devices => return Response::devices(self.devices()),
         };
         match res {
             Ok(v) => Response::ok(v),
@@ -146,6 +174,9 @@ impl Daemon {
         validate_name(name)?;
         if self.served.lock().contains_key(name) {
             bail!("image {name:?} is already exported");
+        }
+        if self.mapped.lock().contains_key(name) {
+            bail!("image {name:?} is mapped as a ublk device; unmap it before exporting it");
         }
         if unix.is_some() && tcp.is_some() {
             bail!("give a Unix socket path or a TCP address, not both");
@@ -225,6 +256,7 @@ impl Daemon {
     /// their in-flight requests), workers; flush and close every image.
     pub fn shutdown(&self) {
         let _admin = self.admin.lock();
+        self.unmap_all();
         if let Some(mut g) = self.global.lock().take() {
             g.stop();
         }

@@ -13,6 +13,7 @@
 //!   after its last connection ended and a final flush.
 
 pub mod control;
+mod devices;
 mod exports;
 mod signals;
 
