@@ -76,6 +76,12 @@ pub enum Command {
     /// ublk devices served by the daemon.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Reattach the ublk devices of a daemon that died (a restarted daemon
+    /// also does it when it starts); prints the devices that came back.
+    Recover {
+        #[command(flatten)]
+        control: ControlArg,
+    },
     /// The local write journal and read cache of an image.
     #[command(subcommand)]
     Cache(CacheCmd),

@@ -76,3 +76,15 @@ pub(crate) fn ls(json: bool, control: &Path) -> anyhow::Result<u8> {
     print(&t.render());
     Ok(EXIT_OK)
 }
+
+/// `lsvdctl recover`.
+pub(crate) fn recover(control: &Path) -> anyhow::Result<u8> {
+    let devs = devices(call(control, Op::Recover)?)?;
+    if devs.is_empty() {
+        print("no device to recover\n");
+    }
+    for d in devs {
+        print(&format!("recovered {} ({})\n", d.path, d.name));
+    }
+    Ok(EXIT_OK)
+}

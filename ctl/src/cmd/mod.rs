@@ -76,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             &control.control,
         ),
         Command::Unmap { target, control } => map::unmap(&target, &control.control),
+        Command::Recover { control } => map::recover(&control.control),
         Command::Device(crate::cli::DeviceCmd::Ls { json, control }) => {
             map::ls(json, &control.control)
         }

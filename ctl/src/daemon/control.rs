@@ -78,6 +78,9 @@ pub enum Op {
     Unmap { target: String },
     /// List the devices.
     Devices,
+    /// Reattach the devices recorded by a daemon that died (also done at
+    /// start); answers the devices that came back.
+    Recover,
 }
 
 /// One ublk device as reported by the daemon.

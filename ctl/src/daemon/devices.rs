@@ -7,8 +7,15 @@
 //! store), so a daemon crash never loses an acknowledged write either way.
 //! An image is either exported over NBD or mapped, never both (two engines on
 //! one store would corrupt it).
+//!
+//! Recovery: the mapped devices are recorded in `<run-dir>/devices.json`
+//! (written atomically on every map and unmap). Devices are added with
+//! UBLK_F_USER_RECOVERY, so when the daemon dies (kill -9) the kernel keeps
+//! `/dev/ublkbN` quiesced; a restarted daemon (or `lsvdctl recover`)
+//! reopens each recorded image (replaying its journal) and reattaches to the
+//! same device id, and the filesystem on it sees no error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -19,6 +26,13 @@ use super::control::DeviceInfo;
 use super::exports::{open_options, Daemon};
 use crate::catalog::validate_name;
 use crate::volume::Volume;
+
+/// What `devices.json` records per device.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    name: String,
+    dev_id: u32,
+}
 
 /// One mapped image.
 pub(crate) struct Mapped {
@@ -50,6 +64,78 @@ impl Daemon {
         depth: Option<u16>,
         accept_cache_loss: bool,
     ) -> anyhow::Result<DeviceInfo> {
+        self.map_inner(name, queues, depth, accept_cache_loss, None)
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.run_dir.join("devices.json")
+    }
+
+    /// Record the mapped devices (temp file + rename).
+    fn save_state(&self) {
+        let saved: Vec<Saved> = self
+            .mapped
+            .lock()
+            .values()
+            .map(|m| Saved {
+                name: m.info.name.clone(),
+                dev_id: m.info.dev_id,
+            })
+            .collect();
+        let path = self.state_path();
+        let tmp = path.with_extension("json.tmp");
+        let res = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            warn!("cannot record mapped devices in {}: {e}", path.display());
+        }
+    }
+
+    /// Reattach every recorded device whose kernel side still exists
+    /// (quiesced after the previous daemon died). Returns what came back.
+    pub(super) fn recover_devices(&self) -> Vec<DeviceInfo> {
+        let path = self.state_path();
+        let saved: Vec<Saved> = match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!("ignoring unreadable {}: {e}", path.display());
+                    Vec::new()
+                }
+            },
+            Err(_) => Vec::new(),
+        };
+        let mut back = Vec::new();
+        for s in saved {
+            if self.mapped.lock().contains_key(&s.name) {
+                continue;
+            }
+            if !Path::new(&format!("/dev/ublkc{}", s.dev_id)).exists() {
+                info!(name = %s.name, dev_id = s.dev_id, "recorded device is gone; not recovering it");
+                continue;
+            }
+            match self.map_inner(&s.name, None, None, false, Some(s.dev_id)) {
+                Ok(d) => {
+                    info!(name = %d.name, path = %d.path, "device recovered");
+                    back.push(d);
+                }
+                Err(e) => warn!(name = %s.name, "cannot recover device {}: {e:#}", s.dev_id),
+            }
+        }
+        self.save_state();
+        back
+    }
+
+    fn map_inner(
+        &self,
+        name: &str,
+        queues: Option<u16>,
+        depth: Option<u16>,
+        accept_cache_loss: bool,
+        recover: Option<u32>,
+    ) -> anyhow::Result<DeviceInfo> {
         validate_name(name)?;
         if let Some(d) = self.mapped.lock().get(name) {
             bail!("image {name:?} is already mapped at {}", d.info.path);
@@ -63,6 +149,7 @@ impl Daemon {
         let journaled = matches!(*volume, Volume::Journaled(_));
         let mut params = ServeParams {
             write_through: !journaled,
+            recover,
             ..ServeParams::default()
         };
         if let Some(q) = queues {
@@ -99,6 +186,7 @@ impl Daemon {
                 info: info.clone(),
             },
         );
+        self.save_state();
         Ok(info)
     }
 
@@ -116,7 +204,9 @@ impl Daemon {
         let Some(m) = self.mapped.lock().remove(&name) else {
             bail!("{target:?} is not mapped");
         };
-        retire(m)
+        let res = retire(m);
+        self.save_state();
+        res
     }
 
     pub(super) fn devices(&self) -> Vec<DeviceInfo> {
@@ -138,6 +228,7 @@ impl Daemon {
                 warn!("unmap {name:?}: {e:#}");
             }
         }
+        self.save_state();
     }
 }
 

@@ -27,7 +27,7 @@ struct Served {
 /// The daemon's state: the catalog, the NBD server and the exports.
 pub struct Daemon {
     pub(super) catalog: Catalog,
-    run_dir: PathBuf,
+    pub(super) run_dir: PathBuf,
     allow_any: bool,
     server: Arc<Server>,
     /// Every export, for the shared TCP listener (`--nbd-listen`).
@@ -132,6 +132,10 @@ impl Daemon {
                 };
             }
             Op::Devices => return Response::devices(self.devices()),
+            Op::Recover => {
+                let _admin = self.admin.lock();
+                return Response::devices(self.recover_devices());
+            }
         };
         match res {
             Ok(v) => Response::ok(v),

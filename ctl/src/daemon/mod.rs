@@ -125,6 +125,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.workers,
         global_tcp,
     )?;
+    // Devices a previous daemon served and died with come back first, so a
+    // filesystem mounted on them sees its I/O resume.
+    for d in daemon.recover_devices() {
+        info!(name = %d.name, path = %d.path, "recovered at start");
+    }
     let control = bind_control(&args.control)?;
     let stopping = Arc::new(AtomicBool::new(false));
     let accept = {

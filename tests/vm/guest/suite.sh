@@ -1,9 +1,10 @@
 #!/bin/sh
 # All guest tests in one boot (what tests/vm/ci.sh runs): smoke, filesystems,
 # fio verify, server kill -9 + recovery, the kernel NBD client on the lsvd
-# daemon's export, lsvdctl map/unmap through the daemon. Stops at the first failure.
+# daemon's export, lsvdctl map/unmap through the daemon, daemon kill -9 and
+# restart under a mounted fs (journaled image), lost-journal refusal. Stops at the first failure.
 set -eu
-for t in smoke fs fio fio-wt recover nbd map; do
+for t in smoke fs fio fio-wt recover nbd map map-recover; do
     s=$(date +%s)
     echo "=== guest test: $t"
     sh "/lsvd/tests/vm/guest/$t.sh" || { echo "=== guest test $t FAILED"; exit 1; }
