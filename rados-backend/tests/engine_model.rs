@@ -201,11 +201,13 @@ fn check(test: &str, compress: bool, background_gc: bool) {
 }
 
 #[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
 fn rados_model() {
     check("rados_model", false, false);
 }
 
 #[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
 fn rados_model_zstd_background_gc() {
     check("rados_model_zstd_background_gc", true, true);
 }

@@ -50,6 +50,7 @@ fn wait_for(what: &str, f: impl Fn() -> bool) {
 }
 
 #[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
 fn full_cluster_answers_no_space_then_recovers() {
     let Some(conf) = cluster("full_cluster") else {
         return;

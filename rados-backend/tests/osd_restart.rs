@@ -52,6 +52,7 @@ fn opts() -> OpenOptions {
 }
 
 #[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
 fn osd_kill9_and_restart_loses_no_flushed_write() {
     let Some(conf) = cluster("osd_kill9_and_restart") else {
         return;

@@ -16,6 +16,7 @@ fn seg(seed: u8, len: usize) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
 fn segments_and_meta_round_trip() {
     let Some(conf) = cluster("segments_and_meta_round_trip") else {
         return;
@@ -86,6 +87,7 @@ fn segments_and_meta_round_trip() {
 }
 
 #[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
 fn two_images_do_not_see_each_other_and_rm_removes_only_its_own() {
     let Some(conf) = cluster("two_images") else {
         return;
@@ -167,6 +169,7 @@ fn two_images_do_not_see_each_other_and_rm_removes_only_its_own() {
 }
 
 #[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
 fn missing_pool_and_image_are_named() {
     let Some(conf) = cluster("missing_pool_and_image") else {
         return;
@@ -184,6 +187,7 @@ fn missing_pool_and_image_are_named() {
 /// A cluster nobody answers for: a clear error within the mount timeout
 /// plus the retry budget, never a hang.
 #[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
 fn unreachable_cluster_fails_in_bounded_time() {
     let Some(_conf) = cluster("unreachable_cluster") else {
         return;

@@ -27,7 +27,7 @@ trap cleanup EXIT
 export CEPH_CONF="$(realpath "$dir")/ceph.conf" LSVD_REQUIRE_CEPH=1
 export PROPTEST_CASES=${PROPTEST_CASES:-16}
 # shellcheck disable=SC2086
-t cargo test -p lsvd-rados ${CARGO_TEST_ARGS:-} -- --nocapture
+t cargo test -p lsvd-rados ${CARGO_TEST_ARGS:-} -- --include-ignored --nocapture
 
 # lsvdctl on the cluster: create rados:POOL/NAME, write, verify, fsck, rm
 # (and rm leaves none of the image's objects behind).
