@@ -60,7 +60,8 @@ pub(crate) fn read_superblock(store: &dyn SegmentStore) -> Result<Superblock> {
 pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recovered> {
     let mut r = Recovered::default();
     let stored = store.list_segments()?;
-    let stored_seqs: std::collections::BTreeSet<u64> = stored.iter().map(|e| e.seq).collect();
+    // seq -> stored length, one lookup per segment during roll-forward.
+    let stored_seqs: BTreeMap<u64, u64> = stored.iter().map(|e| (e.seq, e.len)).collect();
 
     // The newest checkpoint that verifies and whose referenced segments
     // all exist. An older one is as good a starting point (the two newest
@@ -80,11 +81,10 @@ pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recov
         }
         match load_checkpoint(store, &sb.uuid, seq) {
             Ok(c) => {
-                let missing = c
-                    .manifest
-                    .segments
-                    .iter()
-                    .find(|s| !s.zombie && s.live_blocks > 0 && !stored_seqs.contains(&s.seq));
+                let missing =
+                    c.manifest.segments.iter().find(|s| {
+                        !s.zombie && s.live_blocks > 0 && !stored_seqs.contains_key(&s.seq)
+                    });
                 if let Some(m) = missing {
                     let why = format!(
                         "{} is missing from {} but this checkpoint maps {} blocks to it",
@@ -121,7 +121,7 @@ pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recov
     r.ckpt_seq = manifest.ckpt_seq;
     r.write_seq = manifest.last_write_seq;
     for s in &manifest.segments {
-        if !stored_seqs.contains(&s.seq) {
+        if !stored_seqs.contains_key(&s.seq) {
             continue; // a zombie whose deletion finished, or an empty one
         }
         r.segs.insert(
@@ -136,15 +136,14 @@ pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recov
     }
     r.leftovers = stored_seqs
         .range(..=r.ckpt_seq)
+        .map(|(s, _)| *s)
         .filter(|s| !r.segs.contains_key(s))
-        .copied()
         .collect();
 
     // Roll forward the contiguous prefix after the checkpoint.
     let mut next = manifest.ckpt_seq + 1;
     let mut removed: Vec<MapExtent> = Vec::new();
-    while stored_seqs.contains(&next) {
-        let entry = stored.iter().find(|e| e.seq == next).map_or(0, |e| e.len);
+    while let Some(&entry) = stored_seqs.get(&next) {
         let mut obj = vec![0u8; entry as usize];
         if let Err(e) = store.read_segment(next, 0, &mut obj) {
             if e.is_transient() {
@@ -166,7 +165,7 @@ pub(crate) fn recover(store: &dyn SegmentStore, sb: &Superblock) -> Result<Recov
         next += 1;
     }
     r.next_seq = next.max(manifest.next_seq);
-    r.orphans = stored_seqs.range(next..).copied().collect();
+    r.orphans = stored_seqs.range(next..).map(|(s, _)| *s).collect();
     if !r.rolled_forward.is_empty() || !r.orphans.is_empty() {
         info!(
             checkpoint = r.ckpt_seq,
