@@ -657,9 +657,9 @@ fn engine_fsck_reports_damage_with_exit_3() {
 fn engine_zoned_file_store() {
     let h = Home::new();
     let z = h.path().join("zones.img");
-    let spec = format!("zoned-file:{},zone-size=4M,zones=16", z.display());
+    let spec = format!("zoned-file:{},zone-size=4M,zones=24", z.display());
     // A relative path is made absolute in the catalog entry.
-    let rel = "zoned-file:zones.img,zone-size=4M,zones=16";
+    let rel = "zoned-file:zones.img,zone-size=4M,zones=24";
     let args = [
         "image",
         "create",

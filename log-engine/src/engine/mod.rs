@@ -205,11 +205,71 @@ fn info_of(sb: &Superblock, store: &dyn SegmentStore) -> ImageInfo {
     }
 }
 
+/// The segment size to create with: the requested one, lowered (in whole
+/// chunks) until its largest object fits the store's limit (a zone's
+/// capacity). Lowering is logged and shows in the image's info.
+fn fit_segment_size(store: &dyn SegmentStore, opts: &CreateOptions) -> Result<u32> {
+    use crate::format::segment::max_object_len;
+    use crate::format::MIN_SEGMENT_SIZE;
+    let Some(max) = store.max_segment_len() else {
+        return Ok(opts.segment_size);
+    };
+    let step = opts.compression.chunk_size();
+    let mut seg = opts.segment_size / step * step;
+    while seg >= MIN_SEGMENT_SIZE && max_object_len(seg) > max {
+        seg -= step;
+    }
+    if seg < MIN_SEGMENT_SIZE {
+        return Err(Error::InvalidArgument(format!(
+            "{} takes segments of at most {max} bytes (a zone's capacity less its placement \
+             header): too small for the minimum segment size {MIN_SEGMENT_SIZE}",
+            store.describe()
+        )));
+    }
+    if seg != opts.segment_size {
+        info!(
+            requested = opts.segment_size,
+            segment_size = seg,
+            store = %store.describe(),
+            "segment size lowered to fit the store's zone capacity"
+        );
+    }
+    Ok(seg)
+}
+
+/// On media of fixed size (zoned devices), refuse an image that could not
+/// stay within the device under endless overwrites: the GC bound
+/// (`size / threshold` plus eight segments of slack) plus three zones (the
+/// open append zones and one for GC to copy into) must fit.
+fn check_capacity(store: &dyn SegmentStore, sb: &Superblock) -> Result<()> {
+    let Some(capacity) = store.space()?.capacity else {
+        return Ok(());
+    };
+    let t = GcConfig::default().threshold_pct.clamp(10, 95) as u64;
+    let zone = store.max_segment_len().unwrap_or(0) + 4096;
+    let need = sb.size / 4096 * 100 / t * 4096 + 8 * sb.segment_size as u64 + 3 * zone;
+    if need > capacity {
+        let fits = capacity.saturating_sub(8 * sb.segment_size as u64 + 3 * zone) * t / 100;
+        return Err(Error::NoSpace(format!(
+            "{}: an image of {} bytes needs about {need} bytes of zone capacity to stay \
+             within the device under endless overwrites (GC threshold {t} %, 8 segments and \
+             3 zones of slack); the device offers {capacity}, enough for an image of about \
+             {} MiB",
+            store.describe(),
+            sb.size,
+            fits >> 20
+        )));
+    }
+    Ok(())
+}
+
 impl Image {
     /// Write a new image's superblock and initial (empty) checkpoint into an
     /// empty store. Refuses a store that already holds an image.
     pub fn create(store: Arc<dyn SegmentStore>, opts: &CreateOptions) -> Result<ImageInfo> {
-        let sb = Superblock::new(opts.size, opts.segment_size, opts.compression)?;
+        let segment_size = fit_segment_size(&*store, opts)?;
+        let sb = Superblock::new(opts.size, segment_size, opts.compression)?;
+        check_capacity(&*store, &sb)?;
         if store.get_meta("superblock")?.is_some() {
             return Err(Error::Exists(format!(
                 "an image already lives in {}",

@@ -297,3 +297,67 @@ fn write_seqs_and_durability() {
     assert_eq!(img.write(0, &pat(3, 1)).unwrap(), 5);
     img.close().unwrap();
 }
+
+/// On zones smaller than the requested segment, create lowers the segment
+/// size to fit (and says so in the info); an image too big for the device's
+/// zones to hold under overwrites is refused with the size that would fit.
+#[test]
+fn zoned_create_fits_segments_and_capacity() {
+    use crate::zoned::{ZonedFile, ZonedGeometry, ZonedStore};
+    let dir = tempfile::tempdir().unwrap();
+    let geo = ZonedGeometry {
+        zone_size: 4 << 20,
+        zone_capacity: 3 << 20,
+        nr_zones: 40,
+        nr_conventional: 0,
+        max_open: 4,
+        max_active: 6,
+        write_granularity: 4096,
+    };
+    let mk = |name: &str| -> Arc<dyn SegmentStore> {
+        let dev = ZonedFile::create(dir.path().join(name), geo).unwrap();
+        Arc::new(ZonedStore::create(dev).unwrap())
+    };
+    let store = mk("a.img");
+    let co = CreateOptions {
+        size: 16 << 20,
+        segment_size: 8 << 20,
+        ..Default::default()
+    };
+    let info = Image::create(store.clone(), &co).unwrap();
+    assert!(info.segment_size < 3 << 20, "{}", info.segment_size);
+    assert!(info.segment_size >= 2 << 20, "{}", info.segment_size);
+    assert!(
+        crate::format::segment::max_object_len(info.segment_size)
+            <= store.max_segment_len().unwrap()
+    );
+    // Fill it with whole-segment writes and read back after reopen.
+    let img = Image::open(store.clone(), opts()).unwrap();
+    let big = pat(7, (info.segment_size / 4096) as usize);
+    img.write(0, &big).unwrap();
+    img.flush().unwrap();
+    img.close().unwrap();
+    let img = Image::open(store, opts()).unwrap();
+    let mut back = vec![0u8; big.len()];
+    img.read(0, &mut back).unwrap();
+    assert_eq!(back, big);
+    img.close().unwrap();
+
+    // 38 data zones x 3 MiB = 114 MiB: 64 MiB images fit, 96 MiB do not.
+    let co = CreateOptions {
+        size: 96 << 20,
+        segment_size: 1 << 20,
+        ..Default::default()
+    };
+    let err = Image::create(mk("b.img"), &co).unwrap_err();
+    assert!(matches!(err, Error::NoSpace(_)), "{err}");
+    assert!(
+        err.to_string().contains("enough for an image of about"),
+        "{err}"
+    );
+    let co = CreateOptions {
+        size: 64 << 20,
+        ..co
+    };
+    Image::create(mk("c.img"), &co).unwrap();
+}

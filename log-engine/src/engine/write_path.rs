@@ -201,7 +201,12 @@ impl Inner {
         }
         st.account_removed(&removed);
         // A segment's header must stay bounded: seal when records pile up.
-        if st.batch.as_ref().is_some_and(|b| b.records.len() >= 65536) {
+        let most = crate::format::segment::max_discard_records(self.seg_blocks() as u64);
+        if st
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.records.len() as u64 >= most)
+        {
             self.seal(&mut st);
         }
         Ok(wseq)

@@ -190,6 +190,23 @@ pub fn header_len_for(n_records: u64, n_chunks: u64) -> Option<u64> {
     round_up(raw, BLOCK_SIZE)
 }
 
+/// Most records an engine batch may hold besides its data records: discard
+/// records seal the batch once there are this many (or `seg_blocks`, if
+/// larger), plus the few pieces one huge discard splits into.
+pub fn max_discard_records(seg_blocks: u64) -> u64 {
+    seg_blocks.max(4096)
+}
+
+/// Largest stored object the engine writes for `segment_size` bytes of data:
+/// one data record and one raw chunk per block, the discard records
+/// [`max_discard_records`] allows, and the data. Zoned stores use it to fit
+/// segments into a zone's capacity.
+pub fn max_object_len(segment_size: u32) -> u64 {
+    let blocks = u64::from(segment_size) / BLOCK_SIZE;
+    let records = blocks + max_discard_records(blocks) + 1024;
+    header_len_for(records, blocks).map_or(u64::MAX, |h| h + u64::from(segment_size))
+}
+
 fn check_chunk_size(chunk_size: u32) -> Result<(), String> {
     if chunk_size == 0
         || !chunk_size.is_multiple_of(BLOCK_SIZE as u32)

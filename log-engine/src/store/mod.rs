@@ -115,6 +115,12 @@ pub trait SegmentStore: Send + Sync + std::fmt::Debug {
     /// Space used and available.
     fn space(&self) -> Result<SpaceInfo>;
 
+    /// Largest segment object the medium takes (zoned stores: what fits in
+    /// one zone's capacity); `None` = no limit below the format's own.
+    fn max_segment_len(&self) -> Option<u64> {
+        None
+    }
+
     /// Remove every segment and blob of this image and the store's own
     /// container (directory, zones reset). Used by `image rm`.
     fn destroy(&self) -> Result<()>;

@@ -57,6 +57,8 @@ const KIND_PUT: u16 = 1;
 const KIND_DELETE: u16 = 2;
 const KIND_SEG_DEAD: u16 = 3;
 const KIND_COMMIT: u16 = 4;
+const KIND_ZONE_MAP: u16 = 5;
+const KIND_ZONE_RESET: u16 = 6;
 
 use super::le::{round_up, u16_at, u32_at, u64_at};
 
@@ -137,6 +139,10 @@ struct MetaLog {
     blobs: BTreeMap<String, BlobLoc>,
     /// Live segment tombstones: (seq, write_id) -> zone.
     tombs: HashMap<(u64, u64), u32>,
+    /// Durable write frontier per non-empty data zone, as the log records it
+    /// (the last zone-map record, minus zones reset since). The device's
+    /// write pointers can only be at or past these; open refuses otherwise.
+    recorded: BTreeMap<u32, u64>,
 }
 
 /// A record found while scanning an area.
@@ -146,6 +152,8 @@ enum Rec {
     Delete { name: String },
     SegDead { seq: u64, write_id: u64, zone: u32 },
     Commit,
+    ZoneMap(BTreeMap<u32, u64>),
+    ZoneReset(u32),
 }
 
 #[derive(Debug, Default)]
@@ -381,8 +389,19 @@ impl<D: ZonedDevice> ZonedStore<D> {
         let active = match (scans[0].committed, scans[1].committed) {
             (None, None) => {
                 if scans.iter().all(|s| s.recs.is_empty()) {
+                    let all_empty = zones.iter().all(|z| {
+                        z.zone_type == ZoneType::Conventional || z.cond == ZoneCond::Empty
+                    });
+                    let why = if all_empty && !areas[0].sequential {
+                        " (no metadata in the conventional zones)"
+                    } else if all_empty {
+                        " (every zone is empty: a new or reset device; a QEMU restart forgets \
+                         zone state, so an image that lived here is gone from the device's view)"
+                    } else {
+                        " (the zones hold data that is not an lsvd zoned store)"
+                    };
                     return Err(Error::NotFound(format!(
-                        "no lsvd zoned store on {}",
+                        "no lsvd zoned store on {}{why}",
                         dev.describe()
                     )));
                 }
@@ -412,6 +431,7 @@ impl<D: ZonedDevice> ZonedStore<D> {
             tail: scan.end,
             blobs: BTreeMap::new(),
             tombs: HashMap::new(),
+            recorded: BTreeMap::new(),
         };
         for r in scan.recs {
             match r {
@@ -429,8 +449,15 @@ impl<D: ZonedDevice> ZonedStore<D> {
                     meta.tombs.insert((seq, write_id), zone);
                 }
                 Rec::Commit => {}
+                Rec::ZoneMap(map) => meta.recorded = map,
+                Rec::ZoneReset(zone) => {
+                    meta.recorded.remove(&zone);
+                }
             }
         }
+        // Before anything is written: the device must hold at least what the
+        // log says was durably written in every data zone.
+        check_frontier(&dev, &zones, &meta.recorded, first_data)?;
         let a = areas[active];
         let torn_meta = a.sequential && zone_wp(&zones, a.zone) != scan.end;
         let oa = areas[1 - active];
@@ -636,6 +663,15 @@ impl<D: ZonedDevice> ZonedStore<D> {
     /// tombstones that pointed into it.
     fn reset_zone(&self, g: &mut Inner, zone: u32) -> Result<()> {
         g.open.retain(|&z| z != zone);
+        {
+            // The log must know before the device does: a crash between the
+            // two then leaves a zone ahead of its record, never behind it.
+            let mut m = self.meta.lock();
+            if m.recorded.contains_key(&zone) {
+                self.append_meta(&mut m, KIND_ZONE_RESET, "", &zone.to_le_bytes(), None)?;
+                m.recorded.remove(&zone);
+            }
+        }
         self.dev.reset(zone)?;
         let i = self.dz_idx(zone);
         g.zones[i] = DZone {
@@ -751,6 +787,16 @@ impl<D: ZonedDevice> ZonedStore<D> {
                 flush(&mut out, &mut off)?;
             }
         }
+        if !m.recorded.is_empty() {
+            let rec = encode_record(KIND_ZONE_MAP, "", epoch, &zone_map_payload(&m.recorded));
+            if off + out.len() as u64 + rec.len() as u64 + BLOCK > dst.len {
+                return Err(Error::NoSpace(format!(
+                    "{}: live metadata does not fit in a metadata area",
+                    self.dev.describe()
+                )));
+            }
+            out.extend_from_slice(&rec);
+        }
         out.extend_from_slice(&encode_record(KIND_COMMIT, "", epoch, &self.uuid));
         flush(&mut out, &mut off)?;
         // Committed: switch, then free the old area.
@@ -792,7 +838,75 @@ fn seg_dead_payload(seq: u64, write_id: u64, zone: u32) -> Vec<u8> {
 }
 
 fn live_meta_bytes(m: &MetaLog) -> u64 {
-    m.blobs.values().map(|l| l.rec_len).sum::<u64>() + m.tombs.len() as u64 * BLOCK + BLOCK
+    m.blobs.values().map(|l| l.rec_len).sum::<u64>()
+        + m.tombs.len() as u64 * BLOCK
+        + record_len(0, 4 + 16 * m.recorded.len())
+        + BLOCK
+}
+
+/// Zone-map payload: `n u32`, then `n` x `{zone u32, 0 u32, frontier u64}`.
+fn zone_map_payload(map: &BTreeMap<u32, u64>) -> Vec<u8> {
+    let mut p = Vec::with_capacity(4 + 16 * map.len());
+    p.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    for (&zone, &wp) in map {
+        p.extend_from_slice(&zone.to_le_bytes());
+        p.extend_from_slice(&0u32.to_le_bytes());
+        p.extend_from_slice(&wp.to_le_bytes());
+    }
+    p
+}
+
+fn parse_zone_map(p: &[u8]) -> Option<BTreeMap<u32, u64>> {
+    if p.len() < 4 {
+        return None;
+    }
+    let n = u32_at(p, 0) as usize;
+    if p.len() != 4 + 16 * n {
+        return None;
+    }
+    Some(
+        (0..n)
+            .map(|i| (u32_at(p, 4 + 16 * i), u64_at(p, 12 + 16 * i)))
+            .collect(),
+    )
+}
+
+/// Refuse a device whose write pointers are behind what the metadata log
+/// recorded as durably written: its zones were reset or the device was
+/// swapped behind the store's back, and appending would overwrite nothing
+/// less than the evidence. Nothing is written before this check.
+fn check_frontier<D: ZonedDevice>(
+    dev: &D,
+    zones: &[ZoneInfo],
+    recorded: &BTreeMap<u32, u64>,
+    first_data: u32,
+) -> Result<()> {
+    for (&zone, &want) in recorded {
+        let Some(z) = zones.get(zone as usize).filter(|_| zone >= first_data) else {
+            return Err(Error::corrupt(
+                format!("zoned store on {}", dev.describe()),
+                format!("zone map names zone {zone}, which is not a data zone of this device"),
+            ));
+        };
+        let have = match z.cond {
+            ZoneCond::Full => continue,
+            ZoneCond::Empty => 0,
+            _ => z.wp,
+        };
+        if have < want {
+            return Err(Error::corrupt(
+                format!("zoned store on {}", dev.describe()),
+                format!(
+                    "zone {zone} ({:?}) has its write pointer at {have} bytes, behind the {want} bytes \
+                     the store recorded as written: the zones were reset or the device was swapped \
+                     behind lsvd's back (a QEMU restart forgets zone state); refusing to open, \
+                     nothing was written",
+                    z.cond
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn zone_wp(zones: &[ZoneInfo], zone: u32) -> u64 {
@@ -889,6 +1003,11 @@ fn scan_area<D: ZonedDevice>(dev: &D, a: &Area, zones: &[ZoneInfo]) -> Result<Ar
                 write_id: u64_at(payload, 8),
                 zone: u32_at(payload, 16),
             },
+            KIND_ZONE_MAP => match parse_zone_map(payload) {
+                Some(map) => Rec::ZoneMap(map),
+                None => break,
+            },
+            KIND_ZONE_RESET if payload.len() >= 4 => Rec::ZoneReset(u32_at(payload, 0)),
             KIND_COMMIT if payload.len() >= 16 => {
                 let mut u = [0u8; 16];
                 u.copy_from_slice(&payload[..16]);
@@ -1105,10 +1224,31 @@ impl<D: ZonedDevice> SegmentStore for ZonedStore<D> {
     fn put_meta(&self, name: &str, data: &[u8]) -> Result<()> {
         self.check_alive()?;
         check_meta_name(name)?;
-        let mut m = self.meta.lock();
+        // The frontier is taken with `inner` held and `meta` already locked,
+        // so no zone reset (which holds `inner`, then logs under `meta`) can
+        // slip between the snapshot and its record.
+        let (mut m, frontier) = {
+            let g = self.inner.lock();
+            let m = self.meta.lock();
+            let f: BTreeMap<u32, u64> = g
+                .zones
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.state != ZState::Free && d.wp > 0)
+                .map(|(i, d)| (self.first_data + i as u32, d.wp))
+                .collect();
+            (m, f)
+        };
         let (rec_off, rec_len) = self.append_meta(&mut m, KIND_PUT, name, data, Some(name))?;
         m.blobs
             .insert(name.to_string(), BlobLoc { rec_off, rec_len });
+        // Checkpoints go through here: record the write frontier with them
+        // (when it moved), so open can tell a device that lost writes.
+        if frontier != m.recorded {
+            let p = zone_map_payload(&frontier);
+            self.append_meta(&mut m, KIND_ZONE_MAP, "", &p, None)?;
+            m.recorded = frontier;
+        }
         Ok(())
     }
 
@@ -1141,6 +1281,10 @@ impl<D: ZonedDevice> SegmentStore for ZonedStore<D> {
     fn list_meta(&self) -> Result<Vec<String>> {
         self.check_alive()?;
         Ok(self.meta.lock().blobs.keys().cloned().collect())
+    }
+
+    fn max_segment_len(&self) -> Option<u64> {
+        Some(ZonedStore::max_segment_len(self))
     }
 
     fn space(&self) -> Result<SpaceInfo> {
@@ -1296,6 +1440,63 @@ mod tests {
         assert_eq!(b, vec![2u8; 64 << 10]);
         s.read_segment(3, 0, &mut b).unwrap();
         assert_eq!(b, vec![3u8; 64 << 10]);
+    }
+
+    /// A device whose zones were reset behind the store's back (or swapped
+    /// for another) is refused with the reason, and nothing is written.
+    #[test]
+    fn write_pointer_behind_the_log_is_refused() {
+        for conv in [0u32, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("z.img");
+            let s = new_store(&p, geo(10, conv, 4, 6));
+            for seq in 1..=12u64 {
+                s.write_segment(seq, &[seq as u8; 128 << 10]).unwrap();
+            }
+            // A checkpoint records the frontier with it.
+            s.put_meta("checkpoint", b"ck").unwrap();
+            let zone = s.segment_unit(1).unwrap();
+            // Zone resets done by the store itself never trip the check.
+            for seq in 1..=12u64 {
+                if s.segment_unit(seq) == Some(zone) {
+                    s.delete_segment(seq).unwrap();
+                }
+            }
+            let s = reopen(s);
+            s.put_meta("checkpoint", b"ck2").unwrap();
+            let live = s.segment_unit(12).unwrap();
+            let dev = s.into_device();
+            let before = dev.report_zones().unwrap();
+            dev.reset(live).unwrap();
+            let after_reset = dev.report_zones().unwrap();
+            drop(dev);
+            let err = ZonedStore::open(ZonedFile::open(&p).unwrap()).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("zone {live} ")) && msg.contains("behind"),
+                "{msg}"
+            );
+            // Nothing written: the zone report is exactly as the reset left it.
+            let dev = ZonedFile::open(&p).unwrap();
+            assert_eq!(dev.report_zones().unwrap(), after_reset);
+            assert_ne!(before, after_reset);
+        }
+    }
+
+    /// An erased device (every zone empty) says so instead of "not found".
+    #[test]
+    fn all_zones_empty_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("z.img");
+        let s = new_store(&p, geo(8, 0, 4, 6));
+        s.write_segment(1, &[1u8; 64 << 10]).unwrap();
+        let dev = s.into_device();
+        for z in 0..8 {
+            dev.reset(z).unwrap();
+        }
+        drop(dev);
+        let err = ZonedStore::open(ZonedFile::open(&p).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("every zone is empty"), "{err}");
     }
 
     #[test]
