@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log_engine::store::spec::{create_store, open_store};
+use lsvd_ctl::stores::{create_store_force, open_store};
 use log_engine::{Compression, CreateOptions, GcConfig, Image, OpenOptions, SegmentStore};
 
 /// Which embedded store a test runs on.
@@ -13,6 +13,21 @@ use log_engine::{Compression, CreateOptions, GcConfig, Image, OpenOptions, Segme
 pub enum StoreKind {
     Dir,
     ZonedFile,
+    /// A real zoned block device named by `LSVD_TEST_ZNS` (a `zns:` spec);
+    /// its tests are `#[ignore]`d on the host and run in the QEMU guest by
+    /// `tests/vm/guest/zns-suite.sh`. Every create erases the device.
+    ZnsDevice,
+}
+
+/// The `zns:` spec of the device under test, from `LSVD_TEST_ZNS`.
+pub fn zns_spec() -> String {
+    match std::env::var("LSVD_TEST_ZNS") {
+        Ok(s) if s.starts_with("zns:") => s,
+        _ => panic!(
+            "LSVD_TEST_ZNS=zns:/dev/DEVICE is required: this test runs on a real zoned \
+             device in the QEMU guest (tests/vm/guest/zns-suite.sh)"
+        ),
+    }
 }
 
 /// Store spec string for `kind` under `dir`.
@@ -24,6 +39,7 @@ pub fn spec(kind: StoreKind, dir: &Path) -> String {
             "zoned-file:{},zone-size=1M,zones=64,max-open=4,max-active=6",
             dir.join("zoned.img").display()
         ),
+        StoreKind::ZnsDevice => zns_spec(),
     }
 }
 
@@ -35,7 +51,9 @@ pub fn create(
     seg: u32,
     compress: bool,
 ) -> Arc<dyn SegmentStore> {
-    let store = create_store(&spec(kind, dir)).expect("create store");
+    // A real device keeps the previous test's store: erase it.
+    let force = kind == StoreKind::ZnsDevice;
+    let store = create_store_force(&spec(kind, dir), force).expect("create store");
     Image::create(
         store.clone(),
         &CreateOptions {

@@ -35,7 +35,7 @@ use log_engine::{CreateOptions, Image, OpenOptions, SegmentStore};
 use lsvd_cache::disk::{Disk, OpenReport};
 use lsvd_cache::journal::scan::{open_for_read, probe, read_record, scan};
 use lsvd_cache::journal::{JournalConfig, RecordKind};
-use lsvd_ctl::stores::{create_store, open_store};
+use lsvd_ctl::stores::{create_store_force, open_store};
 use rand::{Rng, SeedableRng};
 
 const IMAGE: u64 = 16 << 20;
@@ -70,6 +70,15 @@ fn spec(kind: &str, dir: &Path, seed: u64) -> String {
         let prefix = std::env::var("LSVD_CRASH_RADOS")
             .expect("LSVD_CRASH_RADOS=rados:POOL/NAME is required for the RADOS crash test");
         return format!("{prefix}-{}", seed % 1_000_000_007);
+    }
+    if kind == "zns" {
+        return std::env::var("LSVD_CRASH_ZNS")
+            .ok()
+            .filter(|s| s.starts_with("zns:"))
+            .expect(
+                "LSVD_CRASH_ZNS=zns:/dev/DEVICE is required for the zoned-device crash test \
+                 (tests/vm/guest/zns-suite.sh runs it in the QEMU guest)",
+            );
     }
     if kind == "zoned-file" {
         format!(
@@ -114,7 +123,8 @@ impl Harness {
     fn new(kind: &'static str, seed: u64) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = spec(kind, dir.path(), seed);
-        let store = create_store(&spec).expect("create store");
+        // A real zoned device keeps the last run's store: erase it.
+        let store = create_store_force(&spec, kind == "zns").expect("create store");
         Image::create(
             store,
             &CreateOptions {
@@ -537,4 +547,10 @@ fn crash_zoned_file_store() {
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh runs it"]
 fn crash_rados_store() {
     run("rados");
+}
+
+#[test]
+#[ignore = "needs a zoned block device (LSVD_CRASH_ZNS): tests/vm/guest/zns-suite.sh runs it"]
+fn crash_zns_device() {
+    run("zns");
 }

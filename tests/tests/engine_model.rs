@@ -193,4 +193,16 @@ proptest! {
     fn zoned_file_background_gc(ops in prop::collection::vec(op(), 1..120)) {
         run(StoreKind::ZonedFile, false, true, ops)?;
     }
+
+    #[test]
+    #[ignore = "needs a zoned block device (LSVD_TEST_ZNS): run in the guest by tests/vm/guest/zns-suite.sh"]
+    fn zns_device(ops in prop::collection::vec(op(), 1..120)) {
+        run(StoreKind::ZnsDevice, false, false, ops)?;
+    }
+
+    #[test]
+    #[ignore = "needs a zoned block device (LSVD_TEST_ZNS): run in the guest by tests/vm/guest/zns-suite.sh"]
+    fn zns_device_background_gc(ops in prop::collection::vec(op(), 1..120)) {
+        run(StoreKind::ZnsDevice, true, true, ops)?;
+    }
 }

@@ -16,6 +16,33 @@ t vm-install tests/vm/install.sh
 t vm-build-release cargo build --release -p lsvd-ublk --bin lsvd-ublk-serve -p lsvd-ctl --bin lsvd --bin lsvdctl
 t vm-initramfs tests/vm/build-initramfs.sh >/dev/null
 t vm-guest-suite tests/vm/run.sh --timeout 1200 tests/vm/guest/suite.sh
+# Zoned devices (null_blk zoned + the QEMU NVMe ZNS namespace): the engine's
+# test binaries (property, GC, crash) run inside the guest; a second boot on
+# the same namespace file checks that lost zone state is refused.
+zns_env() {
+    cargo test -p lsvd-tests --test engine_model --test gc_bound --test crash --no-run \
+        --message-format=json 2>/dev/null | python3 -c '
+import json, os, sys
+root = os.getcwd()
+exes = {}
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        exes[m["target"]["name"]] = os.path.relpath(m["executable"], root)
+need = {"engine_model": "ENGINE_MODEL", "gc_bound": "GC_BOUND", "crash": "CRASH"}
+missing = [n for n in need if n not in exes]
+if missing:
+    sys.exit("zns test binaries missing: %s" % missing)
+print("HOST_ROOT=%s" % root)
+for n, v in need.items():
+    print("%s=%s" % (v, exes[n]))
+' >target/zns-tests.env
+}
+t vm-zns-build zns_env
+zns_scratch=$(mktemp -d "${TMPDIR:-/tmp}/lsvd-zns.XXXXXX")
+t vm-guest-zns tests/vm/run.sh --timeout 2400 --nvme-zns --scratch "$zns_scratch" tests/vm/guest/zns-suite.sh
+t vm-guest-zns-restart tests/vm/run.sh --timeout 300 --nvme-zns --scratch "$zns_scratch" tests/vm/guest/zns-restart.sh
+rm -rf "$zns_scratch"
 if [[ "${1:-}" == --bench ]]; then
     t vm-bench tests/vm/run.sh --timeout 900 tests/vm/guest/bench.sh
 fi
