@@ -63,6 +63,12 @@ pub enum ResolveError {
 pub trait ImageResolver: Send + Sync {
     /// The image's blocks, or why the peer cannot have them.
     fn resolve(&self, image: &str, peer: &Peer) -> Result<Arc<dyn BlockSource>, ResolveError>;
+
+    /// Called when no registered function refers to `image` any more (after an
+    /// UNREGISTER, or a REGISTER refused after the image was resolved): a resolver that
+    /// opened the image for the offload server alone may close it. Called without any
+    /// server lock held; calls still in flight may hold blocks sources of the image.
+    fn release(&self, _image: &str) {}
 }
 
 /// Hard caps: a configuration may lower these, never raise them.
@@ -416,6 +422,11 @@ impl Server {
         }
     }
 
+    /// Whether a registered function refers to `image` (its owner may still invoke it).
+    pub fn has_functions_for(&self, image: &str) -> bool {
+        lock(&self.inner.fns).values().any(|f| f.image == image)
+    }
+
     /// Accepts connections on `listener` until [`Server::shutdown`] (blocking).
     pub fn serve(&self, listener: UnixListener) {
         for s in listener.incoming() {
@@ -713,6 +724,7 @@ fn handle_inline(inner: &Inner, conn: &Conn, id: u64, req: Request) -> Option<Wo
             None
         }
         Request::Unregister { fn_id } => {
+            let mut released = None;
             let mut fns = lock(&inner.fns);
             let resp = match fns.get(&fn_id) {
                 None => err(ErrorKind::NotFound, format!("no function {fn_id}")),
@@ -721,13 +733,19 @@ fn handle_inline(inner: &Inner, conn: &Conn, id: u64, req: Request) -> Option<Wo
                     format!("function {fn_id} belongs to another uid"),
                 ),
                 Some(_) => {
-                    fns.remove(&fn_id);
+                    let gone = fns.remove(&fn_id);
                     tracing::info!(fn_id, uid = peer.uid, "function removed");
+                    if let Some(f) = gone.filter(|f| !fns.values().any(|g| g.image == f.image)) {
+                        released = Some(f.image.clone());
+                    }
                     Response::Unregistered
                 }
             };
             drop(fns);
             conn.send(id, &resp);
+            if let Some(image) = released {
+                inner.resolver.release(&image);
+            }
             None
         }
         Request::Register {
@@ -947,7 +965,12 @@ fn run_register(inner: &Inner, job: Job) {
     let res = register(inner, peer, image, section, elf);
     match &res {
         Ok(Response::Registered { fn_id, .. }) => tracing::info!(fn_id, "function registered"),
-        Err(e) => tracing::info!("register refused: {e}"),
+        Err(e) => {
+            tracing::info!("register refused: {e}");
+            if !lock(&inner.fns).values().any(|f| &f.image == image) {
+                inner.resolver.release(image);
+            }
+        }
         _ => {}
     }
     finish(inner, &job, res);

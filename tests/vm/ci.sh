@@ -3,7 +3,8 @@
 # binaries the guest runs, build the initramfs, then boot one QEMU guest that
 # runs tests/vm/guest/suite.sh. Prints "[time] NAME: N s" per part.
 #   tests/vm/ci.sh            # about 3-4 minutes on 2 cores after the first build
-#   tests/vm/ci.sh --bench    # also run the benchmark (another boot, ~90 s)
+#   tests/vm/ci.sh --bench    # also run the benchmarks (fio: another boot, ~90 s;
+#                             # offload vs ublk preads: another boot, a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 t() {
@@ -45,5 +46,7 @@ t vm-guest-zns-restart tests/vm/run.sh --timeout 300 --nvme-zns --scratch "$zns_
 rm -rf "$zns_scratch"
 if [[ "${1:-}" == --bench ]]; then
     t vm-bench tests/vm/run.sh --timeout 900 tests/vm/guest/bench.sh
+    t vm-build-offload-bench cargo build --release -p lsvd-offload --bin lsvd-offload-bench
+    t vm-offload-bench tests/vm/run.sh --timeout 900 tests/vm/guest/offload-bench.sh
 fi
 echo "vm ci: OK"

@@ -309,34 +309,44 @@ impl CatalogResolver {
     }
 }
 
+/// The access rule of the offload server (the standalone one and the daemon's): `peer`
+/// may use catalog image `image` when it may read the image's local store path
+/// ([`may_read`]: owner/group/other bits and search permission on its parents); stores
+/// without a local path are root's only. Returns the catalog entry.
+pub fn check_access(
+    catalog: &Catalog,
+    image: &str,
+    peer: &Peer,
+) -> Result<crate::catalog::CatalogEntry, ResolveError> {
+    let entry = match catalog.get(image) {
+        Ok(Some(e)) => e,
+        Ok(None) => return Err(ResolveError::NotFound(format!("no image named {image:?}"))),
+        Err(log_engine::Error::InvalidArgument(m)) => return Err(ResolveError::NotFound(m)),
+        Err(e) => return Err(ResolveError::Unavailable(e.to_string())),
+    };
+    let denied = || {
+        ResolveError::PermissionDenied(format!(
+            "uid {} may not read the store of image {image:?}",
+            peer.uid
+        ))
+    };
+    match spec_local_path(&entry.store) {
+        Some(p) => match may_read(&p, peer) {
+            Ok(true) => Ok(entry),
+            Ok(false) => Err(denied()),
+            Err(e) => Err(ResolveError::Unavailable(format!(
+                "store {} of image {image:?}: {e}",
+                p.display()
+            ))),
+        },
+        None if peer.is_root() => Ok(entry),
+        None => Err(denied()),
+    }
+}
+
 impl ImageResolver for CatalogResolver {
     fn resolve(&self, image: &str, peer: &Peer) -> Result<Arc<dyn BlockSource>, ResolveError> {
-        let entry = match self.catalog.get(image) {
-            Ok(Some(e)) => e,
-            Ok(None) => return Err(ResolveError::NotFound(format!("no image named {image:?}"))),
-            Err(log_engine::Error::InvalidArgument(m)) => return Err(ResolveError::NotFound(m)),
-            Err(e) => return Err(ResolveError::Unavailable(e.to_string())),
-        };
-        let denied = || {
-            ResolveError::PermissionDenied(format!(
-                "uid {} may not read the store of image {image:?}",
-                peer.uid
-            ))
-        };
-        match spec_local_path(&entry.store) {
-            Some(p) => match may_read(&p, peer) {
-                Ok(true) => {}
-                Ok(false) => return Err(denied()),
-                Err(e) => {
-                    return Err(ResolveError::Unavailable(format!(
-                        "store {} of image {image:?}: {e}",
-                        p.display()
-                    )))
-                }
-            },
-            None if peer.is_root() => {}
-            None => return Err(denied()),
-        }
+        let entry = check_access(&self.catalog, image, peer)?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = open.get(image) {
             return Ok(s.clone());

@@ -23,7 +23,7 @@ use lsvd_ublk::{serve, BlockDevLike, DeviceHandle, ServeParams};
 use tracing::{info, warn};
 
 use super::control::DeviceInfo;
-use super::exports::{open_options, Daemon};
+use super::exports::Daemon;
 use crate::catalog::validate_name;
 use crate::volume::Volume;
 
@@ -143,9 +143,7 @@ impl Daemon {
         if let Some(why) = ublk_unavailable() {
             bail!("{why}");
         }
-        let entry = self.catalog.require(name)?;
-        let (volume, _report) = Volume::open(&entry, open_options(false), accept_cache_loss)?;
-        let volume = Arc::new(volume);
+        let volume = self.acquire_volume(name, false, accept_cache_loss)?;
         let journaled = matches!(*volume, Volume::Journaled(_));
         let mut params = ServeParams {
             write_through: !journaled,
@@ -162,8 +160,8 @@ impl Daemon {
         let handle = match serve(dev, &params) {
             Ok(h) => h,
             Err(e) => {
-                if let Err(ce) = volume.close() {
-                    warn!("close image {name:?}: {ce}");
+                if let Err(ce) = self.release_volume(name) {
+                    warn!("{ce:#}");
                 }
                 return Err(
                     anyhow::Error::new(e).context(format!("serve image {name:?} over ublk"))
@@ -204,7 +202,7 @@ impl Daemon {
         let Some(m) = self.mapped.lock().remove(&name) else {
             bail!("{target:?} is not mapped");
         };
-        let res = retire(m);
+        let res = self.retire_device(m);
         self.save_state();
         res
     }
@@ -224,7 +222,7 @@ impl Daemon {
             .collect();
         for m in all {
             let name = m.info.name.clone();
-            if let Err(e) = retire(m) {
+            if let Err(e) = self.retire_device(m) {
                 warn!("unmap {name:?}: {e:#}");
             }
         }
@@ -232,18 +230,20 @@ impl Daemon {
     }
 }
 
-/// Stop the device (in-flight requests finish, the kernel device goes away),
-/// then flush and close the image.
-fn retire(mut m: Mapped) -> anyhow::Result<DeviceInfo> {
-    let name = m.info.name.clone();
-    if let Some(h) = m.handle.take() {
-        h.stop()
-            .with_context(|| format!("stop device {}", m.info.path))?;
+impl Daemon {
+    /// Stop the device (in-flight requests finish, the kernel device goes away),
+    /// then flush the image and close it (unless offload functions still use it).
+    fn retire_device(&self, mut m: Mapped) -> anyhow::Result<DeviceInfo> {
+        let name = m.info.name.clone();
+        if let Some(h) = m.handle.take() {
+            h.stop()
+                .with_context(|| format!("stop device {}", m.info.path))?;
+        }
+        m.volume
+            .flush()
+            .with_context(|| format!("flush image {name:?}"))?;
+        self.release_volume(&name)?;
+        info!(name, path = %m.info.path, "unmapped");
+        Ok(m.info)
     }
-    m.volume
-        .flush()
-        .and_then(|()| m.volume.close())
-        .with_context(|| format!("flush and close image {name:?}"))?;
-    info!(name, path = %m.info.path, "unmapped");
-    Ok(m.info)
 }

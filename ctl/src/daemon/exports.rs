@@ -1,9 +1,11 @@
 //! The daemon's exports: which images are open and where they are served.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -36,8 +38,17 @@ pub struct Daemon {
     served: Mutex<BTreeMap<String, Served>>,
     /// ublk devices by image name (see `devices.rs`).
     pub(super) mapped: Mutex<BTreeMap<String, super::devices::Mapped>>,
-    /// Serializes export/unexport so a name is opened at most once.
-    admin: Mutex<()>,
+    /// Serializes export/unexport/map/unmap and offload opens so a name is opened at
+    /// most once.
+    pub(super) admin: Mutex<()>,
+    /// Every open volume (exported, mapped or held for offload), as offload reads it.
+    pub(super) opened: Mutex<BTreeMap<String, Arc<super::offload::VolumeSource>>>,
+    /// Images open for offload alone (neither exported nor mapped).
+    pub(super) held: Mutex<BTreeSet<String>>,
+    /// The offload server, when the daemon runs one.
+    pub(super) offload: OnceLock<lsvd_offload::server::Server>,
+    /// Set by shutdown: volumes are closed, no longer held or opened for offload.
+    pub(super) closing: AtomicBool,
 }
 
 /// Engine options of a long-lived daemon open: background GC on.
@@ -92,6 +103,10 @@ impl Daemon {
             served: Mutex::new(BTreeMap::new()),
             mapped: Mutex::new(BTreeMap::new()),
             admin: Mutex::new(()),
+            opened: Mutex::new(BTreeMap::new()),
+            held: Mutex::new(BTreeSet::new()),
+            offload: OnceLock::new(),
+            closing: AtomicBool::new(false),
         }))
     }
 
@@ -189,9 +204,7 @@ impl Daemon {
             .as_deref()
             .map(|t| tcp_address(t, self.allow_any))
             .transpose()?;
-        let entry = self.catalog.require(name)?;
-        let (volume, _report) = Volume::open(&entry, open_options(read_only), accept_cache_loss)?;
-        let image = Arc::new(volume);
+        let image = self.acquire_volume(name, read_only, accept_cache_loss)?;
         let dev: Arc<dyn BlockDev> = image.clone();
         let export = Arc::new(Export::new(name, dev, read_only));
         let table = Exports::single(Arc::clone(&export));
@@ -212,8 +225,8 @@ impl Daemon {
         let listener = match listener {
             Ok(l) => l,
             Err(e) => {
-                if let Err(ce) = image.close() {
-                    warn!("close image {name:?}: {ce}");
+                if let Err(ce) = self.release_volume(name) {
+                    warn!("{ce:#}");
                 }
                 return Err(e.context(format!("export {name:?}")));
             }
@@ -249,16 +262,19 @@ impl Daemon {
         } else {
             s.image.flush()
         };
-        let closed = s.image.close();
+        drop(s);
+        // Closed unless offload functions still use it (then held open for them).
+        let closed = self.release_volume(name);
         info!(name, "unexported");
         flushed.with_context(|| format!("flush image {name:?}"))?;
-        closed.with_context(|| format!("close image {name:?}"))?;
+        closed?;
         Ok(info)
     }
 
     /// Stop everything: shared listener, every export (clients end after
     /// their in-flight requests), workers; flush and close every image.
     pub fn shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         let _admin = self.admin.lock();
         self.unmap_all();
         if let Some(mut g) = self.global.lock().take() {
@@ -272,6 +288,7 @@ impl Daemon {
                 warn!("{e:#}");
             }
         }
+        self.close_held();
         self.server.shutdown();
     }
 }

@@ -1,9 +1,11 @@
 //! The `lsvd` daemon: opens images from the catalog and serves them over
 //! NBD, driven through a local control socket ([`control`]).
 //!
-//! Runs in the foreground (for systemd). On SIGTERM or SIGINT it stops
-//! accepting control and NBD connections, lets in-flight NBD requests
-//! finish, then flushes and closes every image.
+//! Runs in the foreground (for systemd). It also runs the offload server
+//! (`--offload-socket`, default `<run-dir>/offload.sock`; `--no-offload`) over
+//! its open images ([`offload`]). On SIGTERM or SIGINT it stops accepting
+//! control, offload and NBD connections, lets in-flight requests finish, then
+//! flushes and closes every image.
 //!
 //! # Invariants
 //! - NBD is served on Unix sockets unless TCP is asked for, and never on an
@@ -15,6 +17,7 @@
 pub mod control;
 mod devices;
 mod exports;
+pub mod offload;
 mod signals;
 
 use std::io::{BufReader, Write};
@@ -59,6 +62,13 @@ pub struct Args {
     /// NBD request worker threads.
     #[arg(long, default_value_t = 16)]
     pub workers: usize,
+    /// Offload server socket (default: `<run-dir>/offload.sock`, i.e.
+    /// /run/lsvd/offload.sock with the default control socket).
+    #[arg(long, env = "LSVD_OFFLOAD_SOCKET")]
+    pub offload_socket: Option<PathBuf>,
+    /// Do not run the offload server.
+    #[arg(long, conflicts_with = "offload_socket")]
+    pub no_offload: bool,
 }
 
 /// Parse a TCP listen address, refusing unspecified addresses unless
@@ -120,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .transpose()?;
     let daemon = Daemon::new(
         Catalog::new(&args.home),
-        run_dir,
+        run_dir.clone(),
         args.allow_any_address,
         args.workers,
         global_tcp,
@@ -131,6 +141,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         info!(name = %d.name, path = %d.path, "recovered at start");
     }
     let control = bind_control(&args.control)?;
+    let offload = if args.no_offload {
+        None
+    } else {
+        let path = args
+            .offload_socket
+            .clone()
+            .unwrap_or_else(|| run_dir.join("offload.sock"));
+        match offload::start(&daemon, &path) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let _ = std::fs::remove_file(&args.control);
+                daemon.shutdown();
+                return Err(e);
+            }
+        }
+    };
     let stopping = Arc::new(AtomicBool::new(false));
     let accept = {
         let daemon = Arc::clone(&daemon);
@@ -145,6 +171,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     stopping.store(true, Ordering::SeqCst);
     let _ = accept.join();
     let _ = std::fs::remove_file(&args.control);
+    // Offload first: no new calls; the calls in flight finish before volumes close.
+    if let Some(h) = offload {
+        h.shutdown();
+    }
     daemon.shutdown();
     info!("lsvd daemon stopped");
     Ok(())

@@ -13,6 +13,12 @@
 //!   all: a lower bound no remote client can reach).
 //!
 //! Prints mean / p99 latency and lookups/s, and the VM's share of the offloaded call time.
+//!
+//! `--daemon` (host) and `--ublk DEV` (guest) compare against the real `lsvd` daemon
+//! instead: see [`daemon`].
+
+mod daemon;
+mod nbd;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,7 +35,7 @@ use lsvd_offload::image_source::{ImageBlockSource, StaticResolver};
 use lsvd_offload::server::{Server, ServerConfig, ServerHandle, ServerStats};
 use lsvd_offload::Engine;
 
-const OBJECT: &[u8] = include_bytes!("../../examples/bpf/btree_lookup.o");
+const OBJECT: &[u8] = include_bytes!("../../../examples/bpf/btree_lookup.o");
 const SEED: u64 = 42;
 
 struct Opts {
@@ -39,13 +45,39 @@ struct Opts {
     ops: u64,
 }
 
-fn parse() -> anyhow::Result<Opts> {
+const USAGE: &str = "usage: lsvd-offload-bench [--dir DIR] [--levels L (6)] [--fanout F (8)] \
+[--ops N (20000 per row)]
+       lsvd-offload-bench --daemon [--lsvd PATH] [--lsvdctl PATH] [--dir DIR] [--levels L] \
+[--fanout F] [--ops N] [--rounds R (20)] [--cold-ops K (8)] [--no-cold]
+       lsvd-offload-bench --ublk /dev/ublkbN --offload-socket SOCK --image NAME [same options]";
+
+enum Mode {
+    Standalone(Opts),
+    Daemon(daemon::DOpts),
+}
+
+fn parse() -> anyhow::Result<Mode> {
     let mut o = Opts {
         dir: std::env::temp_dir().join(format!("lsvd-offload-bench.{}", std::process::id())),
         levels: 6,
         fanout: 8,
         ops: 20_000,
     };
+    let mut d = daemon::DOpts {
+        dir: PathBuf::new(),
+        levels: 6,
+        fanout: 8,
+        ops: 20_000,
+        rounds: 20,
+        cold_ops: 8,
+        no_cold: false,
+        ublk: None,
+        offload_socket: None,
+        image: "bench".into(),
+        lsvd: None,
+        lsvdctl: None,
+    };
+    let mut daemon_mode = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut v = || it.next().with_context(|| format!("{a} needs a value"));
@@ -54,13 +86,29 @@ fn parse() -> anyhow::Result<Opts> {
             "--levels" => o.levels = v()?.parse()?,
             "--fanout" => o.fanout = v()?.parse()?,
             "--ops" => o.ops = v()?.parse()?,
-            _ => bail!(
-                "usage: lsvd-offload-bench [--dir DIR] [--levels L (6)] [--fanout F (8)] \
-                 [--ops N (20000 per row)]"
-            ),
+            "--daemon" => daemon_mode = true,
+            "--ublk" => {
+                d.ublk = Some(PathBuf::from(v()?));
+                daemon_mode = true
+            }
+            "--offload-socket" => d.offload_socket = Some(PathBuf::from(v()?)),
+            "--image" => d.image = v()?,
+            "--lsvd" => d.lsvd = Some(PathBuf::from(v()?)),
+            "--lsvdctl" => d.lsvdctl = Some(PathBuf::from(v()?)),
+            "--rounds" => d.rounds = v()?.parse()?,
+            "--cold-ops" => d.cold_ops = v()?.parse()?,
+            "--no-cold" => d.no_cold = true,
+            _ => bail!("{USAGE}"),
         }
     }
-    Ok(o)
+    if !daemon_mode {
+        return Ok(Mode::Standalone(o));
+    }
+    d.dir = o.dir;
+    d.levels = o.levels;
+    d.fanout = o.fanout;
+    d.ops = o.ops;
+    Ok(Mode::Daemon(d))
 }
 
 fn main() {
@@ -90,7 +138,10 @@ struct Row {
 }
 
 fn run() -> anyhow::Result<()> {
-    let o = parse()?;
+    let o = match parse()? {
+        Mode::Standalone(o) => o,
+        Mode::Daemon(d) => return daemon::run(d),
+    };
     if o.dir.exists() {
         bail!("{} exists; give a new --dir", o.dir.display());
     }
