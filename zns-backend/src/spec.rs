@@ -193,6 +193,16 @@ pub fn create_store(spec: &str) -> Result<Arc<dyn SegmentStore>> {
     Ok(Arc::new(ZonedStore::create(range)?))
 }
 
+/// Erase the zones of `spec` (reset every sequential zone, invalidate
+/// metadata on conventional zones) and create a new store there: what
+/// `--force` asks for on a device that holds another image or unknown data.
+pub fn format_store(spec: &str) -> Result<Arc<dyn SegmentStore>> {
+    let s = parse_spec(spec)?;
+    let range = open_range(&s)?;
+    tracing::warn!(dev = %range.describe(), "erasing the zones for a new store (--force)");
+    Ok(Arc::new(ZonedStore::format(range)?))
+}
+
 /// Open the existing store on the zones of `spec`.
 pub fn open_store(spec: &str) -> Result<Arc<dyn SegmentStore>> {
     let s = parse_spec(spec)?;

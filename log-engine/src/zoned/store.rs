@@ -312,28 +312,30 @@ impl<D: ZonedDevice> ZonedStore<D> {
         let geo = dev.geometry();
         let (areas, _) = layout(&geo)?;
         let zones = dev.report_zones()?;
+        // Another image's store, or data lsvd does not know: never
+        // overwritten unless the caller erases first (`format`, --force).
+        for a in &areas {
+            if let Some(uuid) = scan_area(&dev, a, &zones)?.committed {
+                return Err(Error::Exists(format!(
+                    "{} holds an lsvd zoned store (store {}), probably another image's; \
+                     refusing to overwrite it (--force erases the zones)",
+                    dev.describe(),
+                    uuid::Uuid::from_bytes(uuid)
+                )));
+            }
+        }
         if let Some(z) = zones
             .iter()
             .find(|z| z.zone_type == ZoneType::SequentialRequired && z.cond != ZoneCond::Empty)
         {
             return Err(Error::Exists(format!(
-                "{}: zone {} is not empty ({:?}, wp {}); refusing to format over existing data",
+                "{}: zone {} is not empty ({:?}, wp {}) and holds data that is not an lsvd \
+                 store; refusing to overwrite it (--force erases the zones)",
                 dev.describe(),
                 z.index,
                 z.cond,
                 z.wp
             )));
-        }
-        if !areas[0].sequential {
-            for a in &areas {
-                let s = scan_area(&dev, a, &zones)?;
-                if s.committed.is_some() {
-                    return Err(Error::Exists(format!(
-                        "{}: conventional zones hold an lsvd zoned store",
-                        dev.describe()
-                    )));
-                }
-            }
         }
         Self::write_initial(&dev, &areas)?;
         Self::open(dev)
