@@ -96,6 +96,24 @@ pub enum Command {
         #[command(flatten)]
         control: ControlArg,
     },
+    /// Host-managed zoned block devices (NVMe ZNS, null_blk zoned) for
+    /// `zns:` stores.
+    #[command(subcommand)]
+    Zns(ZnsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ZnsCmd {
+    /// Show a zoned drive: model, zone size and capacity, zone count,
+    /// conventional zones, open/active limits, block sizes and how many
+    /// zones are in each condition. Read-only.
+    Info {
+        /// The device (e.g. /dev/nvme0n1).
+        device: PathBuf,
+        /// Print JSON (with one entry per zone).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the `lsvd` daemon's control socket is.
@@ -197,11 +215,16 @@ pub struct CreateArgs {
     /// Image size (K/M/G/T suffixes), a non-zero multiple of 4 KiB.
     #[arg(long)]
     pub size: String,
-    /// Where segments go: `dir:PATH` or
-    /// `zoned-file:PATH,zone-size=64M,zones=64[,zone-cap=..][,conv=N][,max-open=N][,max-active=N]`.
+    /// Where segments go: `dir:PATH`,
+    /// `zoned-file:PATH,zone-size=64M,zones=64[,zone-cap=..][,conv=N][,max-open=N][,max-active=N]`
+    /// or `zns:/dev/DEVICE[,zones=A-B]` (a host-managed zoned block device).
     /// Default: `dir:<home>/data/NAME`.
     #[arg(long)]
     pub store: Option<String>,
+    /// With a `zns:` store: use only zones A to B (inclusive) of the device,
+    /// so several images can share one drive (same as `,zones=A-B`).
+    #[arg(long, requires = "store")]
+    pub zones: Option<String>,
     /// Log segment size (K/M/G suffixes), a multiple of 4 KiB.
     #[arg(long, default_value = "8M")]
     pub segment_size: String,

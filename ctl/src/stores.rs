@@ -1,6 +1,7 @@
 //! Store specs as the tools see them: the embedded stores of log-engine
-//! (`dir:`, `zoned-file:`) and RADOS (`rados:POOL[/NS]/NAME`, in lsvd-rados).
-//! log-engine cannot know about RADOS (dependencies point down), so the
+//! (`dir:`, `zoned-file:`), RADOS (`rados:POOL[/NS]/NAME`, in lsvd-rados) and
+//! real zoned block devices (`zns:/dev/X[,zones=A-B]`, in lsvd-zns).
+//! log-engine cannot know about either (dependencies point down), so the
 //! dispatch lives here, shared by `lsvdctl` and the `lsvd` daemon.
 
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub fn is_rados(spec: &str) -> bool {
 pub fn parse_spec(spec: &str) -> Result<()> {
     if is_rados(spec) {
         lsvd_rados::parse_spec(spec).map(|_| ())
+    } else if lsvd_zns::is_zns(spec) {
+        lsvd_zns::parse_spec(spec).map(|_| ())
     } else {
         embedded::parse_spec(spec).map(|_| ())
     }
@@ -26,6 +29,8 @@ pub fn parse_spec(spec: &str) -> Result<()> {
 pub fn create_store(spec: &str) -> Result<Arc<dyn SegmentStore>> {
     if is_rados(spec) {
         lsvd_rados::create_spec(spec)
+    } else if lsvd_zns::is_zns(spec) {
+        lsvd_zns::create_store(spec)
     } else {
         embedded::create_store(spec)
     }
@@ -35,6 +40,8 @@ pub fn create_store(spec: &str) -> Result<Arc<dyn SegmentStore>> {
 pub fn open_store(spec: &str) -> Result<Arc<dyn SegmentStore>> {
     if is_rados(spec) {
         lsvd_rados::open_spec(spec)
+    } else if lsvd_zns::is_zns(spec) {
+        lsvd_zns::open_store(spec)
     } else {
         embedded::open_store(spec)
     }
@@ -67,5 +74,7 @@ mod tests {
         assert!(parse_spec("rados:rbd/vm1").is_ok());
         assert!(parse_spec("rados:").is_err());
         assert!(parse_spec("dir:/tmp/x").is_ok());
+        assert!(parse_spec("zns:/dev/nullb0,zones=2-9").is_ok());
+        assert!(parse_spec("zns:/dev/nullb0,zones=9-2").is_err());
     }
 }

@@ -68,7 +68,7 @@ mod tests {
         for n in [0, 1, 4095, 4096, 4097, 1 << 20] {
             let b = AlignedBuf::new(n).unwrap();
             assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
-            assert!(b.len() >= n.max(1) && b.len() % ALIGN == 0);
+            assert!(b.len() >= n.max(1) && b.len().is_multiple_of(ALIGN));
             assert!(b.as_slice().iter().all(|&x| x == 0));
         }
     }

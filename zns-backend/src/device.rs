@@ -366,8 +366,7 @@ impl BlockZonedDevice {
     fn acquire_open(&self, zones: &mut [Zone], zi: usize) -> Result<bool> {
         let (open, active) = Self::counts(zones);
         let z = zones[zi];
-        if z.cond == ZoneCond::Empty && self.geo.max_active != 0 && active >= self.geo.max_active
-        {
+        if z.cond == ZoneCond::Empty && self.geo.max_active != 0 && active >= self.geo.max_active {
             return Err(self.violation(
                 zi as u32,
                 format!("max_active {} zones already active", self.geo.max_active),
@@ -461,7 +460,7 @@ impl BlockZonedDevice {
                     .offset(pos + done as u64)
                     .build();
                 let w = Self::submit_one(&mut ring, sqe)? as usize;
-                if w == 0 || w % 512 != 0 {
+                if w == 0 || !w.is_multiple_of(512) {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         format!("short write: {w} of {n} bytes"),
@@ -518,8 +517,9 @@ impl ZonedDevice for BlockZonedDevice {
         let zi = self.check_zone(zone)?;
         let gran = self.geo.write_granularity as u64;
         let len = data.len() as u64;
-        let _span = tracing::debug_span!("zns_write", dev = %self.path.display(), zone, offset, len)
-            .entered();
+        let _span =
+            tracing::debug_span!("zns_write", dev = %self.path.display(), zone, offset, len)
+                .entered();
         if len == 0 || !len.is_multiple_of(gran) || !offset.is_multiple_of(gran) {
             return Err(self.violation(
                 zone,
@@ -724,9 +724,7 @@ impl ZonedDevice for BlockZonedDevice {
                 }
                 ZoneCond::ImplicitOpen | ZoneCond::ExplicitOpen | ZoneCond::Closed => {}
                 c => {
-                    return Err(
-                        self.violation(zone, format!("cannot finish a zone in state {c:?}"))
-                    )
+                    return Err(self.violation(zone, format!("cannot finish a zone in state {c:?}")))
                 }
             }
         }
@@ -792,5 +790,19 @@ mod tests {
         assert!(e.contains("is not a block device"), "{e}");
         let e = BlockZonedDevice::open("/dev/null").unwrap_err().to_string();
         assert!(e.contains("/dev/null is not a block device"), "{e}");
+    }
+
+    /// A real non-zoned block device (a loop device: the node exists on any
+    /// host with the loop driver, attached or not) gets the clear error.
+    #[test]
+    fn refuses_non_zoned_block_device() {
+        let e = BlockZonedDevice::open("/dev/loop0")
+            .expect_err("/dev/loop0 must not open as a zoned device")
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid argument: /dev/loop0 is not a zoned block device (queue/zoned=none): \
+             use a dir: or zoned-file: store"
+        );
     }
 }

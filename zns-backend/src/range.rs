@@ -120,7 +120,12 @@ impl<D: ZonedDevice> ZonedDevice for ZoneRange<D> {
         if self.first == 0 && self.count == g.nr_zones {
             self.dev.describe()
         } else {
-            format!("{} zones {}-{}", self.dev.describe(), self.first, self.last())
+            format!(
+                "{} zones {}-{}",
+                self.dev.describe(),
+                self.first,
+                self.last()
+            )
         }
     }
 

@@ -57,7 +57,9 @@ pub fn parse_zone_range(s: &str) -> std::result::Result<(u32, u32), String> {
         }
     };
     if a > b {
-        return Err(format!("zone range {s:?}: first zone {a} is after last zone {b}"));
+        return Err(format!(
+            "zone range {s:?}: first zone {a} is after last zone {b}"
+        ));
     }
     Ok((a, b))
 }
@@ -120,9 +122,8 @@ pub fn with_zones(spec: &str, zones: &str) -> Result<String> {
             "--zones {zones} given but {spec:?} already names a zone range"
         )));
     }
-    s.zones = Some(
-        parse_zone_range(zones).map_err(|e| Error::InvalidArgument(format!("--zones: {e}")))?,
-    );
+    s.zones =
+        Some(parse_zone_range(zones).map_err(|e| Error::InvalidArgument(format!("--zones: {e}")))?);
     Ok(s.to_spec())
 }
 
@@ -165,7 +166,10 @@ pub fn open_range(spec: &ZnsSpec) -> Result<ZoneRange<BlockZonedDevice>> {
     };
     let (a, b) = (range.first(), range.last());
     let entry = reg.get_mut(&rdev).ok_or_else(|| {
-        Error::Unavailable(format!("{}: device registry entry vanished", path.display()))
+        Error::Unavailable(format!(
+            "{}: device registry entry vanished",
+            path.display()
+        ))
     })?;
     if let Some(&(c, d)) = entry.claims.iter().find(|&&(c, d)| a <= d && c <= b) {
         return Err(Error::Unavailable(format!(

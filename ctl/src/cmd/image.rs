@@ -74,6 +74,11 @@ fn plan_create(catalog: &Catalog, a: &CreateArgs) -> anyhow::Result<CreatePlan> 
         Some(s) => absolute_spec(s)?,
         None => catalog.default_store_spec(&a.name),
     };
+    // `--zones A-B` is part of a zns: spec (`zns:/dev/X,zones=A-B`).
+    let spec = match &a.zones {
+        Some(z) => lsvd_zns::with_zones(&spec, z)?,
+        None => spec,
+    };
     store_parse(&spec)?;
     let compression = match a.compress {
         CompressArg::None => Compression::None,

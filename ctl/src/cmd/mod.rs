@@ -7,6 +7,7 @@ pub mod image;
 pub mod io;
 mod map;
 pub mod offload;
+pub mod zns;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -82,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Export(a) => export::export(a),
         Command::Unexport { name, control } => export::unexport(&name, &control.control),
+        Command::Zns(c) => zns::run(c),
     }
 }
 

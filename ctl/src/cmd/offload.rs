@@ -464,6 +464,7 @@ pub fn import(catalog: &Catalog, a: ImportArgs) -> anyhow::Result<u8> {
                 name: a.name.clone(),
                 size: size.to_string(),
                 store: a.store.clone(),
+                zones: None,
                 segment_size: "8M".into(),
                 compress: CompressArg::None,
                 cache_dir: None,

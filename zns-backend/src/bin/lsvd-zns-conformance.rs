@@ -47,7 +47,10 @@ fn reopen_check(spec: &ZnsSpec) -> anyhow::Result<()> {
     let rep = r.report_zones()?;
     let (a, b) = (rep[z as usize], rep[z as usize + 1]);
     if a.wp != data.len() as u64 || !a.cond.is_active() {
-        bail!("after reopen zone {z}: {a:?}, expected wp {} and active", data.len());
+        bail!(
+            "after reopen zone {z}: {a:?}, expected wp {} and active",
+            data.len()
+        );
     }
     if b.cond != ZoneCond::Full || b.wp != g.zone_capacity {
         bail!("after reopen zone {}: {b:?}, expected full", z + 1);
@@ -168,7 +171,11 @@ fn run() -> anyhow::Result<bool> {
         s.destroy()?;
         Ok(())
     })();
-    report(&format!("segment-store (segments of {seg_len} bytes)"), t, r);
+    report(
+        &format!("segment-store (segments of {seg_len} bytes)"),
+        t,
+        r,
+    );
     Ok(ok)
 }
 
