@@ -225,6 +225,10 @@ pub struct CreateArgs {
     /// so several images can share one drive (same as `,zones=A-B`).
     #[arg(long, requires = "store")]
     pub zones: Option<String>,
+    /// With a `zns:` store: erase the zones first, even if they hold another
+    /// image's store or data lsvd does not know (refused without it).
+    #[arg(long, requires = "store")]
+    pub force: bool,
     /// Log segment size (K/M/G suffixes), a multiple of 4 KiB.
     #[arg(long, default_value = "8M")]
     pub segment_size: String,

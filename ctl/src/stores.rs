@@ -36,6 +36,22 @@ pub fn create_store(spec: &str) -> Result<Arc<dyn SegmentStore>> {
     }
 }
 
+/// Create the store named by `spec`; with `force`, a zoned device holding
+/// another image's store or unknown data is erased first (`image create
+/// --force`). Other stores never overwrite what is there: `force` is refused.
+pub fn create_store_force(spec: &str, force: bool) -> Result<Arc<dyn SegmentStore>> {
+    if !force {
+        return create_store(spec);
+    }
+    if lsvd_zns::is_zns(spec) {
+        lsvd_zns::format_store(spec)
+    } else {
+        Err(log_engine::Error::InvalidArgument(format!(
+            "--force erases zoned devices only (zns: stores), not {spec:?}"
+        )))
+    }
+}
+
 /// Open the existing store named by `spec`.
 pub fn open_store(spec: &str) -> Result<Arc<dyn SegmentStore>> {
     if is_rados(spec) {

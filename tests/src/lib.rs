@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lsvd_ctl::stores::{create_store_force, open_store};
 use log_engine::{Compression, CreateOptions, GcConfig, Image, OpenOptions, SegmentStore};
+use lsvd_ctl::stores::{create_store_force, open_store};
 
 /// Which embedded store a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,7 +14,8 @@ t() {
     echo "[time] $name: $((SECONDS - s)) s"
 }
 t vm-install tests/vm/install.sh
-t vm-build-release cargo build --release -p lsvd-ublk --bin lsvd-ublk-serve -p lsvd-ctl --bin lsvd --bin lsvdctl
+t vm-build-release cargo build --release -p lsvd-ublk --bin lsvd-ublk-serve -p lsvd-ctl --bin lsvd --bin lsvdctl \
+    -p lsvd-zns --bin lsvd-zns-conformance
 t vm-initramfs tests/vm/build-initramfs.sh >/dev/null
 t vm-guest-suite tests/vm/run.sh --timeout 1200 tests/vm/guest/suite.sh
 # Zoned devices (null_blk zoned + the QEMU NVMe ZNS namespace): the engine's
@@ -45,6 +46,8 @@ t vm-guest-zns tests/vm/run.sh --timeout 2400 --nvme-zns --scratch "$zns_scratch
 t vm-guest-zns-restart tests/vm/run.sh --timeout 300 --nvme-zns --scratch "$zns_scratch" tests/vm/guest/zns-restart.sh
 rm -rf "$zns_scratch"
 if [[ "${1:-}" == --bench ]]; then
+    t vm-zns-bench-build cargo build --release -p lsvd-tests --bin lsvd-zns-bench
+    t vm-zns-bench tests/vm/run.sh --timeout 1800 --nvme-zns tests/vm/guest/zns-bench.sh
     t vm-bench tests/vm/run.sh --timeout 900 tests/vm/guest/bench.sh
     t vm-build-offload-bench cargo build --release -p lsvd-offload --bin lsvd-offload-bench
     t vm-offload-bench tests/vm/run.sh --timeout 900 tests/vm/guest/offload-bench.sh

@@ -20,4 +20,4 @@ pub mod sysfs;
 pub use device::BlockZonedDevice;
 pub use info::{zns_info, ZnsInfo};
 pub use range::ZoneRange;
-pub use spec::{create_store, is_zns, open_store, parse_spec, with_zones, ZnsSpec};
+pub use spec::{create_store, format_store, is_zns, open_store, parse_spec, with_zones, ZnsSpec};

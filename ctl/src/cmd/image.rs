@@ -222,7 +222,7 @@ fn create(catalog: &Catalog, a: CreateArgs) -> anyhow::Result<u8> {
             let _ = fs::remove_dir(catalog.data_dir());
         }
     };
-    let store = match store_create(&plan.spec) {
+    let store = match store_create(&plan.spec, a.force) {
         Ok(s) => s,
         Err(e) => {
             // Exists: someone else's store appeared at the path after our
@@ -258,6 +258,13 @@ fn create(catalog: &Catalog, a: CreateArgs) -> anyhow::Result<u8> {
             return Err(e);
         }
     };
+    if info.segment_size != plan.opts.segment_size {
+        print(&format!(
+            "note: segment size lowered from {} to {} so that a segment fits a zone's capacity\n",
+            format_size(u64::from(plan.opts.segment_size)),
+            format_size(u64::from(info.segment_size))
+        ));
+    }
     print(&format!(
         "created image {name}: {}, segment size {}, compression {}, store {}\n",
         format_size(info.size),

@@ -126,8 +126,8 @@ pub(crate) fn store_parse(s: &str) -> anyhow::Result<()> {
 }
 
 /// Create a new, empty store.
-pub(crate) fn store_create(s: &str) -> anyhow::Result<Arc<dyn SegmentStore>> {
-    Ok(crate::stores::create_store(s)?)
+pub(crate) fn store_create(s: &str, force: bool) -> anyhow::Result<Arc<dyn SegmentStore>> {
+    Ok(crate::stores::create_store_force(s, force)?)
 }
 
 /// Open the store of a catalog entry.

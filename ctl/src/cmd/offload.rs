@@ -465,6 +465,7 @@ pub fn import(catalog: &Catalog, a: ImportArgs) -> anyhow::Result<u8> {
                 size: size.to_string(),
                 store: a.store.clone(),
                 zones: None,
+                force: false,
                 segment_size: "8M".into(),
                 compress: CompressArg::None,
                 cache_dir: None,

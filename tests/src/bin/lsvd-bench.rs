@@ -74,6 +74,7 @@ fn new_image(
             "zoned-file:{},zone-size=64M,zones={zones},max-open=8,max-active=12",
             d.join("zoned.img").display()
         ),
+        StoreKind::ZnsDevice => lsvd_tests::zns_spec(),
     };
     let store = log_engine::store::spec::create_store(&s).unwrap();
     Image::create(
@@ -101,6 +102,7 @@ fn new_image_gc(kind: StoreKind, dir: &Path, size: u64, policy: GcPolicy) -> (Ar
     let store = log_engine::store::spec::open_store(&match kind {
         StoreKind::Dir => spec(kind, &d),
         StoreKind::ZonedFile => format!("zoned-file:{}", d.join("zoned.img").display()),
+        StoreKind::ZnsDevice => lsvd_tests::zns_spec(),
     })
     .unwrap();
     (Arc::new(Image::open(store, o).unwrap()), d)
@@ -159,6 +161,7 @@ fn main() {
         let store = log_engine::store::spec::open_store(&match kind {
             StoreKind::Dir => spec(kind, &d),
             StoreKind::ZonedFile => format!("zoned-file:{}", d.join("zoned.img").display()),
+            StoreKind::ZnsDevice => lsvd_tests::zns_spec(),
         })
         .unwrap();
         let img = Image::open(store, opts(false, 70)).unwrap();
