@@ -142,6 +142,8 @@ fn run(
     let got = read_all(&im, BLOCKS);
     prop_assert!(matches(&got, &model), "final content differs");
     im.close().unwrap();
+    // A zoned device is opened by one store at a time in a process.
+    drop(im);
     let report = log_engine::fsck(&*reopen_store(kind, dir.path())).unwrap();
     prop_assert!(report.is_clean(), "fsck: {:?}", report.problems);
     let store = reopen_store(kind, dir.path());

@@ -108,6 +108,9 @@ fn run(kind: StoreKind) {
     );
     assert!(matches(&read_all(&img, nblocks), &model));
     img.close().unwrap();
+    // A zoned device is opened by one store at a time in a process.
+    drop(img);
+    drop(store);
     let rep = log_engine::fsck(&*reopen_store(kind, dir.path())).unwrap();
     assert!(rep.is_clean(), "{:?}", rep.problems);
 }

@@ -59,6 +59,7 @@ const KIND_SEG_DEAD: u16 = 3;
 const KIND_COMMIT: u16 = 4;
 const KIND_ZONE_MAP: u16 = 5;
 const KIND_ZONE_RESET: u16 = 6;
+const KIND_ZONE_TAIL: u16 = 7;
 
 use super::le::{round_up, u16_at, u32_at, u64_at};
 
@@ -143,6 +144,11 @@ struct MetaLog {
     /// (the last zone-map record, minus zones reset since). The device's
     /// write pointers can only be at or past these; open refuses otherwise.
     recorded: BTreeMap<u32, u64>,
+    /// Zones finished after a torn write: where their valid segments end.
+    /// Finishing moves the write pointer to the capacity, so without this a
+    /// later open would take the torn segment's intact placement header for
+    /// a complete segment. Dropped when the zone is reset.
+    tails: BTreeMap<u32, u64>,
 }
 
 /// A record found while scanning an area.
@@ -154,6 +160,7 @@ enum Rec {
     Commit,
     ZoneMap(BTreeMap<u32, u64>),
     ZoneReset(u32),
+    ZoneTail(u32, u64),
 }
 
 #[derive(Debug, Default)]
@@ -434,6 +441,7 @@ impl<D: ZonedDevice> ZonedStore<D> {
             blobs: BTreeMap::new(),
             tombs: HashMap::new(),
             recorded: BTreeMap::new(),
+            tails: BTreeMap::new(),
         };
         for r in scan.recs {
             match r {
@@ -454,6 +462,10 @@ impl<D: ZonedDevice> ZonedStore<D> {
                 Rec::ZoneMap(map) => meta.recorded = map,
                 Rec::ZoneReset(zone) => {
                     meta.recorded.remove(&zone);
+                    meta.tails.remove(&zone);
+                }
+                Rec::ZoneTail(zone, end) => {
+                    meta.tails.insert(zone, end);
                 }
             }
         }
@@ -480,7 +492,7 @@ impl<D: ZonedDevice> ZonedStore<D> {
             nd
         ];
         let mut found: Vec<(u64, SegLoc)> = Vec::new();
-        let mut torn: Vec<u32> = Vec::new();
+        let mut torn: Vec<(u32, u64)> = Vec::new();
         let mut max_wid = meta.tombs.keys().map(|k| k.1).max().unwrap_or(0);
         for (i, d) in dz.iter_mut().enumerate() {
             let zone = first_data + i as u32;
@@ -496,12 +508,14 @@ impl<D: ZonedDevice> ZonedStore<D> {
             };
             let mut off = 0u64;
             let mut hb = vec![0u8; BLOCK as usize];
-            while off + PLACEMENT_LEN <= zi.wp {
+            // A zone finished after a torn write: valid segments end at its tail.
+            let limit = meta.tails.get(&zone).map_or(zi.wp, |&t| t.min(zi.wp));
+            while off + PLACEMENT_LEN <= limit {
                 dev.read(zone, off, &mut hb)?;
                 let Some((seq, len, wid)) = decode_placement(&hb, &uuid) else {
                     break;
                 };
-                if len % BLOCK != 0 || off + PLACEMENT_LEN + len > zi.wp {
+                if len % BLOCK != 0 || off + PLACEMENT_LEN + len > limit {
                     break;
                 }
                 max_wid = max_wid.max(wid);
@@ -518,7 +532,7 @@ impl<D: ZonedDevice> ZonedStore<D> {
             }
             if off != zi.wp && zi.cond != ZoneCond::Full {
                 tracing::warn!(dev = %dev.describe(), zone, at = off, wp = zi.wp, "torn tail in data zone; finishing it");
-                torn.push(zone);
+                torn.push((zone, off));
             }
         }
         let mut segs: BTreeMap<u64, SegLoc> = BTreeMap::new();
@@ -571,7 +585,14 @@ impl<D: ZonedDevice> ZonedStore<D> {
         }
         {
             let mut g = store.inner.lock();
-            for zone in torn {
+            for (zone, end) in torn {
+                // Durably first: a crash before the finish scans the same.
+                {
+                    let mut m = store.meta.lock();
+                    let p = zone_tail_payload(zone, end);
+                    store.append_meta(&mut m, KIND_ZONE_TAIL, "", &p, None)?;
+                    m.tails.insert(zone, end);
+                }
                 store.dev.finish(zone)?;
                 let d = &mut g.zones[(zone - first_data) as usize];
                 d.state = ZState::Full;
@@ -669,9 +690,10 @@ impl<D: ZonedDevice> ZonedStore<D> {
             // The log must know before the device does: a crash between the
             // two then leaves a zone ahead of its record, never behind it.
             let mut m = self.meta.lock();
-            if m.recorded.contains_key(&zone) {
+            if m.recorded.contains_key(&zone) || m.tails.contains_key(&zone) {
                 self.append_meta(&mut m, KIND_ZONE_RESET, "", &zone.to_le_bytes(), None)?;
                 m.recorded.remove(&zone);
+                m.tails.remove(&zone);
             }
         }
         self.dev.reset(zone)?;
@@ -789,6 +811,16 @@ impl<D: ZonedDevice> ZonedStore<D> {
                 flush(&mut out, &mut off)?;
             }
         }
+        for (&zone, &end) in &m.tails {
+            let rec = encode_record(KIND_ZONE_TAIL, "", epoch, &zone_tail_payload(zone, end));
+            if off + out.len() as u64 + rec.len() as u64 + BLOCK > dst.len {
+                return Err(Error::NoSpace(format!(
+                    "{}: live metadata does not fit in a metadata area",
+                    self.dev.describe()
+                )));
+            }
+            out.extend_from_slice(&rec);
+        }
         if !m.recorded.is_empty() {
             let rec = encode_record(KIND_ZONE_MAP, "", epoch, &zone_map_payload(&m.recorded));
             if off + out.len() as u64 + rec.len() as u64 + BLOCK > dst.len {
@@ -843,7 +875,17 @@ fn live_meta_bytes(m: &MetaLog) -> u64 {
     m.blobs.values().map(|l| l.rec_len).sum::<u64>()
         + m.tombs.len() as u64 * BLOCK
         + record_len(0, 4 + 16 * m.recorded.len())
+        + m.tails.len() as u64 * BLOCK
         + BLOCK
+}
+
+/// Zone-tail payload: `zone u32, 0 u32, valid end u64`.
+fn zone_tail_payload(zone: u32, end: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(16);
+    p.extend_from_slice(&zone.to_le_bytes());
+    p.extend_from_slice(&0u32.to_le_bytes());
+    p.extend_from_slice(&end.to_le_bytes());
+    p
 }
 
 /// Zone-map payload: `n u32`, then `n` x `{zone u32, 0 u32, frontier u64}`.
@@ -1010,6 +1052,9 @@ fn scan_area<D: ZonedDevice>(dev: &D, a: &Area, zones: &[ZoneInfo]) -> Result<Ar
                 None => break,
             },
             KIND_ZONE_RESET if payload.len() >= 4 => Rec::ZoneReset(u32_at(payload, 0)),
+            KIND_ZONE_TAIL if payload.len() >= 16 => {
+                Rec::ZoneTail(u32_at(payload, 0), u64_at(payload, 8))
+            }
             KIND_COMMIT if payload.len() >= 16 => {
                 let mut u = [0u8; 16];
                 u.copy_from_slice(&payload[..16]);
@@ -1435,6 +1480,19 @@ mod tests {
             s.device().report_zones().unwrap()[zone as usize].cond,
             ZoneCond::Full
         );
+        // Opened again, now that the zone is full (wp = capacity): the torn
+        // segment's intact placement header must still not count.
+        let s = reopen(s);
+        let seqs: Vec<u64> = s.list_segments().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2]);
+        // And after a metadata compaction (the tail record is carried over).
+        {
+            let mut m = s.meta.lock();
+            s.compact(&mut m).unwrap();
+        }
+        let s = reopen(s);
+        let seqs: Vec<u64> = s.list_segments().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2]);
         s.write_segment(3, &[3u8; 64 << 10]).unwrap();
         assert_ne!(s.segment_unit(3), Some(zone));
         let mut b = vec![0u8; 64 << 10];

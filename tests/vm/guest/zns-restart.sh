@@ -9,10 +9,10 @@ export LSVD_HOME=/scratch/zns-home
 [ -f /scratch/zns-keep-zones.txt ] || fail "no state from the previous boot (run zns-suite.sh first with the same --scratch)"
 [ -b /dev/nvme0n1 ] || fail "/dev/nvme0n1 missing: boot with --nvme-zns"
 part restart-refused
-grep -q 'zcond 1(em)' /scratch/zns-keep-zones.txt || true
-written=$(grep SEQ_WRITE_REQUIRED /scratch/zns-keep-zones.txt | grep -vc 'zcond 1(em)' || true)
+grep -q '1(em)' /scratch/zns-keep-zones.txt || true
+written=$(grep SEQ_WRITE_REQUIRED /scratch/zns-keep-zones.txt | grep -vc '1(em)' || true)
 [ "$written" -gt 0 ] || fail "the previous boot wrote no zone"
-now=$(blkzone report /dev/nvme0n1 | grep SEQ_WRITE_REQUIRED | grep -vc 'zcond 1(em)' || true)
+now=$(blkzone report /dev/nvme0n1 | grep SEQ_WRITE_REQUIRED | grep -vc '1(em)' || true)
 log "zones written before the QEMU restart: $written; non-empty now: $now"
 before=$(blkzone report /dev/nvme0n1 | md5sum)
 "$CTL" io verify keep --offset 0 --length 16M --pattern 3 >/tmp/keep.out 2>&1 \

@@ -42,7 +42,7 @@ export TMPDIR=/tmp RUST_LOG=${RUST_LOG:-warn}
 non_empty() {
     blkzone report "$1" | grep -c 'SEQ_WRITE_REQUIRED' | {
         read -r total
-        e=$(blkzone report "$1" | grep 'SEQ_WRITE_REQUIRED' | grep -c 'zcond 1(em)' || true)
+        e=$(blkzone report "$1" | grep 'SEQ_WRITE_REQUIRED' | grep -c '1(em)' || true)
         echo $((total - e))
     }
 }
@@ -123,7 +123,7 @@ behind_checks() {
     "$CTL" io write zb --offset 0 --length 48M --pattern 5 >/dev/null || fail "io write zb"
     "$CTL" io verify zb --offset 0 --length 48M --pattern 5 >/dev/null || fail "io verify zb"
     # Reset the last non-empty sequential zone behind the store's back.
-    start=$(blkzone report "$dev" | grep SEQ_WRITE_REQUIRED | grep -v 'zcond 1(em)' | tail -1 \
+    start=$(blkzone report "$dev" | grep SEQ_WRITE_REQUIRED | grep -v '1(em)' | tail -1 \
         | sed -n 's/.*start: *\(0x[0-9a-f]*\).*/\1/p')
     [ -n "$start" ] || fail "no written zone found on $dev"
     blkzone reset -o "$start" -c 1 "$dev" || fail "blkzone reset"
