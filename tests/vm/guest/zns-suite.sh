@@ -52,7 +52,7 @@ engine_tests() {
     dev=$1 gcmib=$2 name=$(basename "$1")
     part "$name-proptest"
     LSVD_TEST_ZNS="zns:$dev" PROPTEST_CASES=$CASES "/lsvd/$ENGINE_MODEL" --ignored --test-threads 1 zns_device \
-        >/tmp/prop.out 2>&1 || { tail -40 /tmp/prop.out; fail "property tests on $dev"; }
+        >/tmp/prop.out 2>&1 || { grep -m4 -B2 -A12 "panicked" /tmp/prop.out; tail -8 /tmp/prop.out; fail "property tests on $dev"; }
     grep -q "test result: ok. 2 passed" /tmp/prop.out || { cat /tmp/prop.out; fail "property tests on $dev did not run"; }
     log "property tests on $dev: 2 properties x $CASES cases passed"
     part "$name-gc"
