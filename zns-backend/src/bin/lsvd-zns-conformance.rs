@@ -166,9 +166,23 @@ fn run() -> anyhow::Result<bool> {
             Ok(r) => r?,
             Err(_) => bail!("panicked: {}", err.unwrap_or_default()),
         }
-        // Leave the zones empty.
+        // Leave the zones empty, and the conventional zones zeroed: a store
+        // created later on them must not find this run's metadata records
+        // (ZonedStore's destroy only invalidates the first block).
         let s = open_range(&spec).and_then(ZonedStore::open)?;
         s.destroy()?;
+        drop(s);
+        let r = open_range(&spec)?;
+        let g = r.geometry();
+        let zero = vec![0u8; 1 << 20];
+        for z in 0..g.nr_conventional {
+            let mut off = 0;
+            while off < g.zone_size {
+                let n = (g.zone_size - off).min(zero.len() as u64);
+                r.write(z, off, &zero[..n as usize])?;
+                off += n;
+            }
+        }
         Ok(())
     })();
     report(
