@@ -13,9 +13,11 @@ t() {
     echo "[time] $name: $((SECONDS - s)) s"
 }
 t vm-install tests/vm/install.sh
-t vm-build-release cargo build --release -p lsvd-ublk --bin lsvd-ublk-serve -p lsvd-ctl --bin lsvd --bin lsvdctl
+t vm-build-release cargo build --release -p lsvd-ublk --bin lsvd-ublk-serve -p lsvd-ctl --bin lsvd --bin lsvdctl \
+    -p lsvd-zns --bin lsvd-zns-conformance
 t vm-initramfs tests/vm/build-initramfs.sh >/dev/null
-t vm-guest-suite tests/vm/run.sh --timeout 1200 tests/vm/guest/suite.sh
+# --nvme-zns: the zns-conformance part needs the QEMU NVMe ZNS namespace.
+t vm-guest-suite tests/vm/run.sh --nvme-zns --timeout 1200 tests/vm/guest/suite.sh
 if [[ "${1:-}" == --bench ]]; then
     t vm-bench tests/vm/run.sh --timeout 900 tests/vm/guest/bench.sh
 fi
