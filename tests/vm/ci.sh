@@ -17,7 +17,8 @@ t vm-install tests/vm/install.sh
 t vm-build-release cargo build --release -p lsvd-ublk --bin lsvd-ublk-serve -p lsvd-ctl --bin lsvd --bin lsvdctl \
     -p lsvd-zns --bin lsvd-zns-conformance
 t vm-initramfs tests/vm/build-initramfs.sh >/dev/null
-t vm-guest-suite tests/vm/run.sh --timeout 1200 tests/vm/guest/suite.sh
+# --nvme-zns: the zns-conformance part needs the QEMU NVMe ZNS namespace.
+t vm-guest-suite tests/vm/run.sh --nvme-zns --timeout 1200 tests/vm/guest/suite.sh
 # Zoned devices (null_blk zoned + the QEMU NVMe ZNS namespace): the engine's
 # test binaries (property, GC, crash) run inside the guest; a second boot on
 # the same namespace file checks that lost zone state is refused.

@@ -21,6 +21,8 @@
 //!   io_uring, then an io_uring `fsync` flushes the device's volatile write
 //!   cache (a no-op in the kernel for `write through` devices). Zone
 //!   management commands are followed by a flush too.
+//! - Closing a zone that holds no data leaves it empty on every device
+//!   (QEMU's NVMe ZNS would keep it closed and active: it is reset).
 //! - Positions in the trait are bytes relative to the zone start; the ioctls
 //!   take 512-byte sectors whatever the logical block size.
 
@@ -29,6 +31,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use io_uring::{opcode, types, IoUring};
 use log_engine::zoned::{ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
@@ -43,6 +47,25 @@ use crate::sysfs::{self, SysfsInfo};
 const CHUNK: usize = 1 << 20;
 /// Zones asked for per `BLKREPORTZONE` call.
 const REPORT_BATCH: u32 = 1024;
+
+/// Time spent writing data and flushing the write cache, over the life of
+/// the open device (to see what the flush costs on a given device).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct IoStats {
+    /// Durable writes (each: data, then a flush).
+    pub writes: u64,
+    pub bytes: u64,
+    pub data_secs: f64,
+    pub flush_secs: f64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    writes: AtomicU64,
+    bytes: AtomicU64,
+    data_ns: AtomicU64,
+    flush_ns: AtomicU64,
+}
 
 /// Tracked state of one zone.
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +87,7 @@ pub struct BlockZonedDevice {
     zones: Mutex<Vec<Zone>>,
     /// Idle io_uring instances (one per concurrent writer, created on demand).
     rings: Mutex<Vec<IoUring>>,
+    stats: Stats,
 }
 
 impl std::fmt::Debug for BlockZonedDevice {
@@ -238,6 +262,7 @@ impl BlockZonedDevice {
             zone_sectors,
             zones: Mutex::new(Vec::new()),
             rings: Mutex::new(Vec::new()),
+            stats: Stats::default(),
         };
         let infos = dev.convert(&zs)?;
         *dev.zones.get_mut() = infos
@@ -255,6 +280,17 @@ impl BlockZonedDevice {
     /// The device node.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Write and flush times so far.
+    pub fn io_stats(&self) -> IoStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IoStats {
+            writes: l(&self.stats.writes),
+            bytes: l(&self.stats.bytes),
+            data_secs: l(&self.stats.data_ns) as f64 / 1e9,
+            flush_secs: l(&self.stats.flush_ns) as f64 / 1e9,
+        }
     }
 
     /// What sysfs said at open.
@@ -451,6 +487,8 @@ impl BlockZonedDevice {
         let fd = types::Fd(self.file.as_raw_fd());
         let mut bounce = AlignedBuf::new(CHUNK.min(data.len()))
             .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let t0 = Instant::now();
+        let mut t1 = t0;
         let res = (|| {
             let mut done = 0usize;
             while done < data.len() {
@@ -468,12 +506,22 @@ impl BlockZonedDevice {
                 }
                 done += w;
             }
+            t1 = Instant::now();
             let sqe = opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
                 .build();
             Self::submit_one(&mut ring, sqe).map(|_| ())
         })();
         self.rings.lock().push(ring);
+        if res.is_ok() {
+            let st = &self.stats;
+            st.writes.fetch_add(1, Ordering::Relaxed);
+            st.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            st.data_ns
+                .fetch_add((t1 - t0).as_nanos() as u64, Ordering::Relaxed);
+            st.flush_ns
+                .fetch_add(t1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
         res
     }
 
@@ -695,9 +743,20 @@ impl ZonedDevice for BlockZonedDevice {
                 }
             }
         }
-        let r = self.zone_mgmt(zone, ZoneOp::Close);
+        self.zone_mgmt(zone, ZoneOp::Close)?;
+        // ZBC and null_blk empty a zone closed before anything was written
+        // into it; QEMU's NVMe ZNS leaves it closed, holding an active
+        // resource. Reset it so every device behaves the same.
+        let z = self.zones.lock()[zi];
+        if z.wp == 0 && !z.busy {
+            let now = self.resync()?;
+            if now[zi].cond == ZoneCond::Closed && now[zi].wp == 0 {
+                tracing::debug!(dev = %self.path.display(), zone, "closed an unwritten zone: resetting it to empty");
+                self.zone_mgmt(zone, ZoneOp::Reset)?;
+            }
+        }
         self.resync()?;
-        r
+        Ok(())
     }
 
     fn finish(&self, zone: u32) -> Result<()> {

@@ -17,7 +17,7 @@ pub mod range;
 pub mod spec;
 pub mod sysfs;
 
-pub use device::BlockZonedDevice;
+pub use device::{BlockZonedDevice, IoStats};
 pub use info::{zns_info, ZnsInfo};
 pub use range::ZoneRange;
 pub use spec::{create_store, format_store, is_zns, open_store, parse_spec, with_zones, ZnsSpec};

@@ -141,6 +141,8 @@ fn registry() -> &'static Mutex<HashMap<u64, Entry>> {
 /// zone range.
 pub fn open_range(spec: &ZnsSpec) -> Result<ZoneRange<BlockZonedDevice>> {
     let path: &Path = &spec.path;
+    // Checks (block device, zoned, not a partition) before anything else.
+    crate::sysfs::sysfs_dir(path)?;
     let rdev = std::fs::metadata(path)
         .ctx(|| format!("stat {}", path.display()))?
         .rdev();

@@ -55,7 +55,12 @@ fn read_trim(p: &Path) -> Option<String> {
 /// The sysfs directory of the whole block device at `dev`. Errors name
 /// `dev`: not a block device, a partition, no sysfs entry.
 pub fn sysfs_dir(dev: &Path) -> Result<PathBuf> {
-    let md = std::fs::metadata(dev).ctx(|| format!("stat {}", dev.display()))?;
+    let md = match std::fs::metadata(dev) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound(format!("device {}", dev.display())))
+        }
+        r => r.ctx(|| format!("stat {}", dev.display()))?,
+    };
     if !md.file_type().is_block_device() {
         return Err(Error::InvalidArgument(format!(
             "{} is not a block device (a zns: store needs a host-managed zoned block device; \
@@ -207,7 +212,7 @@ mod tests {
     #[test]
     fn missing_device() {
         let e = read(Path::new("/dev/no-such-zns")).unwrap_err().to_string();
-        assert!(e.contains("/dev/no-such-zns"), "{e}");
+        assert_eq!(e, "not found: device /dev/no-such-zns");
     }
 
     #[test]

@@ -137,11 +137,8 @@ behind_checks() {
     log "zone reset behind the store's back: refused, nothing written"
 }
 
-# --- the zoned-device conformance suites and the CLI life cycle first
-part conformance
-sh /lsvd/tests/vm/guest/zns-conformance.sh || fail "zns-conformance.sh"
-rmmod null_blk 2>/dev/null || true
-
+# (The zoned-device conformance suites and the CLI life cycle run in the
+# main suite boot: tests/vm/guest/zns-conformance.sh.)
 # --- null_blk zoned
 part nullblk-setup
 insmod /lib/modules/null_blk.ko nr_devices=1 zoned=1 zone_size=8 zone_capacity=6 \

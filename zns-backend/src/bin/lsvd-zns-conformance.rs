@@ -72,6 +72,35 @@ fn reopen_check(spec: &ZnsSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Figures: the cost of the write-cache flush that makes each write
+/// durable, next to the data write itself (256 KiB writes into one zone).
+fn flush_figures(spec: &ZnsSpec) -> anyhow::Result<String> {
+    let r = fresh(spec)?;
+    let g = r.geometry();
+    let z = g.nr_conventional;
+    let w = 256usize << 10;
+    let n = (g.zone_capacity / w as u64).min(32);
+    let data = vec![0xa5u8; w];
+    let before = r.device().io_stats();
+    for i in 0..n {
+        r.write(z, i * w as u64, &data)?;
+    }
+    let after = r.device().io_stats();
+    r.reset(z)?;
+    let k = (after.writes - before.writes).max(1) as f64;
+    Ok(format!(
+        "{k} durable writes of {} KiB: data {:.2} ms/write, flush {:.2} ms/write (queue/write_cache: {})",
+        w >> 10,
+        (after.data_secs - before.data_secs) * 1e3 / k,
+        (after.flush_secs - before.flush_secs) * 1e3 / k,
+        r.device()
+            .sysfs()
+            .write_cache
+            .as_deref()
+            .unwrap_or("unknown")
+    ))
+}
+
 fn run() -> anyhow::Result<bool> {
     let mut args = std::env::args().skip(1);
     let mut dev: Option<PathBuf> = None;
@@ -141,6 +170,13 @@ fn run() -> anyhow::Result<bool> {
     report("reopen", t, reopen_check(&spec));
 
     let t = Instant::now();
+    report(
+        "durable-write figures",
+        t,
+        flush_figures(&spec).map(|line| println!("figures: {line}")),
+    );
+
+    let t = Instant::now();
     let r = (|| -> anyhow::Result<()> {
         let mut err = None;
         let mut make = || -> Arc<dyn SegmentStore> {
@@ -166,9 +202,23 @@ fn run() -> anyhow::Result<bool> {
             Ok(r) => r?,
             Err(_) => bail!("panicked: {}", err.unwrap_or_default()),
         }
-        // Leave the zones empty.
+        // Leave the zones empty, and the conventional zones zeroed: a store
+        // created later on them must not find this run's metadata records
+        // (ZonedStore's destroy only invalidates the first block).
         let s = open_range(&spec).and_then(ZonedStore::open)?;
         s.destroy()?;
+        drop(s);
+        let r = open_range(&spec)?;
+        let g = r.geometry();
+        let zero = vec![0u8; 1 << 20];
+        for z in 0..g.nr_conventional {
+            let mut off = 0;
+            while off < g.zone_size {
+                let n = (g.zone_size - off).min(zero.len() as u64);
+                r.write(z, off, &zero[..n as usize])?;
+                off += n;
+            }
+        }
         Ok(())
     })();
     report(
