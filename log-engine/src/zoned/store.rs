@@ -363,7 +363,13 @@ impl<D: ZonedDevice> ZonedStore<D> {
             let zero = vec![0u8; BLOCK as usize];
             dev.write(areas[1].zone, areas[1].start, &zero)?;
         }
-        let rec = encode_record(KIND_COMMIT, "", 1, &uuid);
+        // Each store starts at its own epoch: a scan stops at the first
+        // record of another epoch, so records an earlier store left behind
+        // its first block (conventional areas are not reset) never count.
+        let mut e = [0u8; 8];
+        e.copy_from_slice(&uuid[..8]);
+        let epoch = (u64::from_le_bytes(e) >> 2).max(1);
+        let rec = encode_record(KIND_COMMIT, "", epoch, &uuid);
         dev.write(areas[0].zone, areas[0].start, &rec)?;
         if areas[0].sequential {
             dev.close(areas[0].zone)?;
@@ -1541,6 +1547,24 @@ mod tests {
             assert_eq!(dev.report_zones().unwrap(), after_reset);
             assert_ne!(before, after_reset);
         }
+    }
+
+    /// A store created where a destroyed one lived (conventional metadata
+    /// zones keep the old records past their first block) starts empty.
+    #[test]
+    fn recreate_after_destroy_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("z.img");
+        let s = new_store(&p, geo(10, 2, 4, 6));
+        s.put_meta("superblock", b"old image").unwrap();
+        s.put_meta("other", b"x").unwrap();
+        s.write_segment(1, &[1u8; 64 << 10]).unwrap();
+        s.destroy().unwrap();
+        let s = ZonedStore::create(s.into_device()).unwrap();
+        assert!(s.list_meta().unwrap().is_empty());
+        assert!(s.list_segments().unwrap().is_empty());
+        let s = reopen(s);
+        assert!(s.list_meta().unwrap().is_empty());
     }
 
     /// An erased device (every zone empty) says so instead of "not found".
