@@ -102,7 +102,7 @@ fn run(kind: StoreKind) {
         st.gc_bytes_copied >> 20,
         wa,
         worst >> 20,
-        bound >> 20,
+        zone_bound.unwrap_or(bound) >> 20,
         worst_zone >> 20
     );
     assert!(
