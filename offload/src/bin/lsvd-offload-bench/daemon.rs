@@ -326,7 +326,10 @@ pub fn run(o: DOpts) -> anyhow::Result<()> {
                 .arg(&control)
                 .arg("--offload-socket")
                 .arg(&sock)
-                .env("LSVD_LOG", "warn")
+                .env(
+                    "LSVD_LOG",
+                    std::env::var("LSVD_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdin(Stdio::null())
                 .spawn()
                 .with_context(|| format!("start {}", lsvd.display()))?;
@@ -419,6 +422,7 @@ pub fn run(o: DOpts) -> anyhow::Result<()> {
         }
     }
     print_table(&rows, &o, &tree, &peer_name);
+    drop(_daemon);
     if o.ublk.is_none() {
         let _ = std::fs::remove_dir_all(&o.dir);
     }
