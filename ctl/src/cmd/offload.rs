@@ -324,22 +324,33 @@ pub fn check_access(
         Err(log_engine::Error::InvalidArgument(m)) => return Err(ResolveError::NotFound(m)),
         Err(e) => return Err(ResolveError::Unavailable(e.to_string())),
     };
+    check_store_access(spec_local_path(&entry.store).as_deref(), image, peer)?;
+    Ok(entry)
+}
+
+/// [`check_access`] once the image's local store path is known (`None`: a store without
+/// a local path, root's only).
+pub fn check_store_access(
+    store: Option<&Path>,
+    image: &str,
+    peer: &Peer,
+) -> Result<(), ResolveError> {
     let denied = || {
         ResolveError::PermissionDenied(format!(
             "uid {} may not read the store of image {image:?}",
             peer.uid
         ))
     };
-    match spec_local_path(&entry.store) {
-        Some(p) => match may_read(&p, peer) {
-            Ok(true) => Ok(entry),
+    match store {
+        Some(p) => match may_read(p, peer) {
+            Ok(true) => Ok(()),
             Ok(false) => Err(denied()),
             Err(e) => Err(ResolveError::Unavailable(format!(
                 "store {} of image {image:?}: {e}",
                 p.display()
             ))),
         },
-        None if peer.is_root() => Ok(entry),
+        None if peer.is_root() => Ok(()),
         None => Err(denied()),
     }
 }
