@@ -3,8 +3,11 @@
 # daemon's offload socket vs the same lookups done with one 4 KiB pread per
 # level on the daemon's ublk device, same image, same daemon, same run; warm
 # (buffered preads, page cache holds the tree) and cold (drop_caches before
-# each round, O_DIRECT preads), 1 and 16 threads. The image is plain (no lsvd
-# read cache) with its store on /scratch (9p), so a cold read leaves the guest.
+# each round, O_DIRECT preads), 1 and 16 threads; warm also with O_DIRECT
+# preads (every level reaches the daemon, as offload does). The image is plain
+# (no lsvd read cache); its store is on ext4 over a loop device on a tmpfs file
+# (the /scratch 9p share has no page cache), so drop_caches makes the daemon's
+# store reads real block reads.
 # TCG emulation: absolute numbers mean little, compare the ratios.
 #   tests/vm/run.sh --timeout 900 tests/vm/guest/offload-bench.sh
 # Env: OPS (warm lookups per row, 2000), ROUNDS (cold rounds, 5), COLD_OPS
@@ -18,10 +21,17 @@ BENCH=/lsvd/target/release/lsvd-offload-bench
 for b in "$LSVD" "$CTL" "$BENCH"; do
     [ -x "$b" ] || fail "$b missing: cargo build --release -p lsvd-ctl --bins -p lsvd-offload --bin lsvd-offload-bench"
 done
-export LSVD_HOME=/scratch/offload-bench-home
+export LSVD_HOME=/mnt/ob-store/home
 export LSVD_CONTROL=/tmp/lsvd-ob/lsvd.sock
 OSOCK=/tmp/lsvd-ob/offload.sock
-rm -rf "$LSVD_HOME" /tmp/lsvd-ob; mkdir -p /tmp/lsvd-ob
+rm -rf /tmp/lsvd-ob; mkdir -p /tmp/lsvd-ob /mnt/ob-store
+
+part store
+truncate -s 256M /tmp/ob-store.img
+loopdev=$(losetup -f)
+losetup "$loopdev" /tmp/ob-store.img || fail "losetup"
+mkfs.ext4 -q -F "$loopdev" || fail "mkfs.ext4 $loopdev"
+mount "$loopdev" /mnt/ob-store || fail "mount $loopdev"
 
 part daemon
 "$CTL" image create tree --size 64M --segment-size 4M >/dev/null || fail "image create"
@@ -49,5 +59,6 @@ part shutdown
 "$CTL" unmap "$dev" || fail "unmap $dev"
 kill -TERM "$DPID"
 wait "$DPID" || { cat /tmp/lsvd-ob.err; fail "lsvd exited with $? on SIGTERM"; }
+umount /mnt/ob-store && losetup -d "$loopdev"
 part ""
 log "offload-bench: done"
