@@ -114,6 +114,16 @@ pub enum EngineArg {
     Interp,
 }
 
+impl From<EngineArg> for Engine {
+    fn from(e: EngineArg) -> Engine {
+        match e {
+            EngineArg::Jit => Engine::Jit,
+            EngineArg::RbpfInterp => Engine::RbpfInterp,
+            EngineArg::Interp => Engine::Interp,
+        }
+    }
+}
+
 /// `lsvdctl image import NAME FILE`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -380,11 +390,7 @@ fn serve(
     workers: Option<usize>,
 ) -> anyhow::Result<u8> {
     let mut cfg = ServerConfig {
-        engine: match engine {
-            EngineArg::Jit => Engine::Jit,
-            EngineArg::RbpfInterp => Engine::RbpfInterp,
-            EngineArg::Interp => Engine::Interp,
-        },
+        engine: engine.into(),
         ..Default::default()
     };
     if let Some(w) = workers {

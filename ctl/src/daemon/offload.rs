@@ -256,6 +256,7 @@ impl Daemon {
 pub fn start(
     daemon: &Arc<Daemon>,
     path: &std::path::Path,
+    engine: lsvd_offload::Engine,
 ) -> anyhow::Result<lsvd_offload::server::ServerHandle> {
     use anyhow::Context;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -264,8 +265,12 @@ pub fn start(
     let resolver = Arc::new(DaemonResolver {
         daemon: Arc::downgrade(daemon),
     });
-    let server = lsvd_offload::server::Server::new(Default::default(), resolver)
-        .context("start the offload server")?;
+    let cfg = lsvd_offload::server::ServerConfig {
+        engine,
+        ..Default::default()
+    };
+    let server =
+        lsvd_offload::server::Server::new(cfg, resolver).context("start the offload server")?;
     let handle = server
         .spawn(path)
         .with_context(|| format!("listen on offload socket {}", path.display()))?;

@@ -11,7 +11,8 @@
 # TCG emulation: absolute numbers mean little, compare the ratios.
 #   tests/vm/run.sh --timeout 900 tests/vm/guest/offload-bench.sh
 # Env: OPS (warm lookups per row, 2000), ROUNDS (cold rounds, 5), COLD_OPS
-# (cold lookups per thread per round, 4), FANOUT (8).
+# (cold lookups per thread per round, 4), FANOUT (8), ENGINE (jit; interp,
+# rbpf-interp: the daemon's --offload-engine), BENCH_ARGS (more bench options).
 # Needs: cargo build --release -p lsvd-ctl --bin lsvd --bin lsvdctl \
 #        -p lsvd-offload --bin lsvd-offload-bench -p lsvd-ublk --bin lsvd-ublk-serve
 . /lsvd/tests/vm/guest/lib.sh
@@ -36,6 +37,7 @@ mount "$loopdev" /mnt/ob-store || fail "mount $loopdev"
 part daemon
 "$CTL" image create tree --size 64M --segment-size 4M >/dev/null || fail "image create"
 "$LSVD" --home "$LSVD_HOME" --control "$LSVD_CONTROL" --offload-socket "$OSOCK" \
+    --offload-engine "${ENGINE:-jit}" \
     >/tmp/lsvd-ob.out 2>/tmp/lsvd-ob.err &
 DPID=$!
 i=0
@@ -51,7 +53,7 @@ dev=$("$CTL" map tree --queues 2 --depth 32) || { cat /tmp/lsvd-ob.err; fail "ma
 
 part bench
 "$BENCH" --ublk "$dev" --offload-socket "$OSOCK" --image tree --fanout "${FANOUT:-8}" \
-    --ops "${OPS:-2000}" --rounds "${ROUNDS:-5}" --cold-ops "${COLD_OPS:-4}" ||
+    --ops "${OPS:-2000}" --rounds "${ROUNDS:-5}" --cold-ops "${COLD_OPS:-4}" ${BENCH_ARGS:-} ||
     { cat /tmp/lsvd-ob.err; fail "lsvd-offload-bench --ublk"; }
 "$CTL" offload ls --offload-socket "$OSOCK" || fail "offload ls"
 
