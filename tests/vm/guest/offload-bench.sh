@@ -8,8 +8,11 @@
 # (no lsvd read cache); its store is on ext4 over a loop device on a tmpfs file
 # (the /scratch 9p share has no page cache), so drop_caches makes the daemon's
 # store reads real block reads.
-# TCG emulation: absolute numbers mean little, compare the ratios.
-#   tests/vm/run.sh --timeout 900 tests/vm/guest/offload-bench.sh
+# TCG emulation: absolute numbers mean little, compare the ratios. Run it with
+# one vCPU: with two, a Unix-socket wake-up across TCG vCPUs (host threads on a
+# loaded host) costs milliseconds per round trip, while ublk completes on the
+# issuing vCPU, so the 2-vCPU table measures QEMU's wake-ups, not lsvd.
+#   tests/vm/run.sh --smp 1 --timeout 900 tests/vm/guest/offload-bench.sh
 # Env: OPS (warm lookups per row, 2000), ROUNDS (cold rounds, 5), COLD_OPS
 # (cold lookups per thread per round, 4), FANOUT (8), ENGINE (jit; interp,
 # rbpf-interp: the daemon's --offload-engine), BENCH_ARGS (more bench options).
