@@ -51,6 +51,10 @@ while [ ! -S "$LSVD_CONTROL" ] || [ ! -S "$OSOCK" ]; do
 done
 
 part map
+# A function registered first makes the daemon open and hold the image for
+# offload; the map then takes that volume over (one opener per image).
+"$CTL" offload register tree /lsvd/offload/examples/bpf/btree_lookup.o \
+    --offload-socket "$OSOCK" >/dev/null || { cat /tmp/lsvd-ob.err; fail "offload register before map"; }
 dev=$("$CTL" map tree --queues 2 --depth 32) || { cat /tmp/lsvd-ob.err; fail "map tree"; }
 [ -b "$dev" ] || fail "map printed $dev, not a block device"
 
@@ -59,6 +63,7 @@ part bench
     --ops "${OPS:-2000}" --rounds "${ROUNDS:-5}" --cold-ops "${COLD_OPS:-4}" ${BENCH_ARGS:-} ||
     { cat /tmp/lsvd-ob.err; fail "lsvd-offload-bench --ublk"; }
 "$CTL" offload ls --offload-socket "$OSOCK" || fail "offload ls"
+"$CTL" offload rm 1 --offload-socket "$OSOCK" >/dev/null || fail "offload rm 1"
 
 part shutdown
 "$CTL" unmap "$dev" || fail "unmap $dev"
