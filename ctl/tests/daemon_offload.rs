@@ -415,3 +415,74 @@ fn sigterm_with_registered_functions() {
     check(&mut c, id, &t1, 6);
     assert!(d.stop().success());
 }
+
+#[test]
+fn read_only_export_then_writable_export_of_a_held_plain_image() {
+    let d = Daemon::new();
+    ok(lsvdctl(
+        d.home.path(),
+        &["image", "create", "p", "--size", "16M"],
+    ));
+    // Written first through a writable export, then served read-only.
+    let t1 = tree(7);
+    ok(d.ctl(&["export", "p"]));
+    let sock = d.home.path().join("run/nbd-p.sock");
+    let mut s = go(UnixStream::connect(&sock).unwrap());
+    write_tree(&mut s, &t1);
+    drop(s);
+    ok(d.ctl(&["unexport", "p"]));
+    ok(d.ctl(&["export", "p", "--read-only"]));
+    let mut c = Client::connect(d.offload()).unwrap();
+    let id = c.register("p", "offload", ELF).unwrap().fn_id;
+    check(&mut c, id, &t1, 7);
+    // Unexported: held (read-only) for the function.
+    ok(d.ctl(&["unexport", "p"]));
+    check(&mut c, id, &t1, 7);
+    // A writable export cannot use the read-only volume: it is closed and reopened
+    // writable; the function reads the new one.
+    ok(d.ctl(&["export", "p"]));
+    let mut s = go(UnixStream::connect(&sock).unwrap());
+    let t2 = tree(8);
+    write_tree(&mut s, &t2);
+    check(&mut c, id, &t2, 8);
+}
+
+#[test]
+fn default_offload_socket_and_no_offload() {
+    for (extra, want) in [(None, true), (Some("--no-offload"), false)] {
+        let home = tempfile::tempdir().unwrap();
+        let control = home.path().join("run/lsvd.sock");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lsvd"));
+        cmd.args(["--home", home.path().to_str().unwrap()])
+            .arg("--control")
+            .arg(&control)
+            .env("LSVD_LOG", "warn")
+            .env_remove("LSVD_OFFLOAD_SOCKET")
+            .stdin(Stdio::null());
+        if let Some(e) = extra {
+            cmd.arg(e);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let t = Instant::now();
+        while UnixStream::connect(&control).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The control socket answers once the daemon is up (offload started before).
+        let ls = Command::new(env!("CARGO_BIN_EXE_lsvdctl"))
+            .args(["export", "ls"])
+            .env("LSVD_HOME", home.path())
+            .env("LSVD_CONTROL", &control)
+            .output()
+            .unwrap();
+        ok(ls);
+        let sock = home.path().join("run/offload.sock");
+        assert_eq!(UnixStream::connect(&sock).is_ok(), want, "{extra:?}");
+        unsafe { libc_kill(child.id() as i32, 15) };
+        assert!(child.wait().unwrap().success());
+        assert!(!sock.exists());
+    }
+}

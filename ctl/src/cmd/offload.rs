@@ -114,6 +114,16 @@ pub enum EngineArg {
     Interp,
 }
 
+impl From<EngineArg> for Engine {
+    fn from(e: EngineArg) -> Engine {
+        match e {
+            EngineArg::Jit => Engine::Jit,
+            EngineArg::RbpfInterp => Engine::RbpfInterp,
+            EngineArg::Interp => Engine::Interp,
+        }
+    }
+}
+
 /// `lsvdctl image import NAME FILE`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -324,22 +334,33 @@ pub fn check_access(
         Err(log_engine::Error::InvalidArgument(m)) => return Err(ResolveError::NotFound(m)),
         Err(e) => return Err(ResolveError::Unavailable(e.to_string())),
     };
+    check_store_access(spec_local_path(&entry.store).as_deref(), image, peer)?;
+    Ok(entry)
+}
+
+/// [`check_access`] once the image's local store path is known (`None`: a store without
+/// a local path, root's only).
+pub fn check_store_access(
+    store: Option<&Path>,
+    image: &str,
+    peer: &Peer,
+) -> Result<(), ResolveError> {
     let denied = || {
         ResolveError::PermissionDenied(format!(
             "uid {} may not read the store of image {image:?}",
             peer.uid
         ))
     };
-    match spec_local_path(&entry.store) {
-        Some(p) => match may_read(&p, peer) {
-            Ok(true) => Ok(entry),
+    match store {
+        Some(p) => match may_read(p, peer) {
+            Ok(true) => Ok(()),
             Ok(false) => Err(denied()),
             Err(e) => Err(ResolveError::Unavailable(format!(
                 "store {} of image {image:?}: {e}",
                 p.display()
             ))),
         },
-        None if peer.is_root() => Ok(entry),
+        None if peer.is_root() => Ok(()),
         None => Err(denied()),
     }
 }
@@ -369,11 +390,7 @@ fn serve(
     workers: Option<usize>,
 ) -> anyhow::Result<u8> {
     let mut cfg = ServerConfig {
-        engine: match engine {
-            EngineArg::Jit => Engine::Jit,
-            EngineArg::RbpfInterp => Engine::RbpfInterp,
-            EngineArg::Interp => Engine::Interp,
-        },
+        engine: engine.into(),
         ..Default::default()
     };
     if let Some(w) = workers {

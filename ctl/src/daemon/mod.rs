@@ -66,6 +66,9 @@ pub struct Args {
     /// /run/lsvd/offload.sock with the default control socket).
     #[arg(long, env = "LSVD_OFFLOAD_SOCKET")]
     pub offload_socket: Option<PathBuf>,
+    /// Engine of registered offload functions.
+    #[arg(long, value_enum, default_value = "jit")]
+    pub offload_engine: crate::cmd::offload::EngineArg,
     /// Do not run the offload server.
     #[arg(long, conflicts_with = "offload_socket")]
     pub no_offload: bool,
@@ -148,7 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .offload_socket
             .clone()
             .unwrap_or_else(|| run_dir.join("offload.sock"));
-        match offload::start(&daemon, &path) {
+        match offload::start(&daemon, &path, args.offload_engine.into()) {
             Ok(h) => Some(h),
             Err(e) => {
                 let _ = std::fs::remove_file(&args.control);

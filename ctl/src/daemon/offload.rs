@@ -21,6 +21,7 @@
 //!   total call time).
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,8 @@ use lsvd_offload::BlockSource;
 use tracing::{info, warn};
 
 use super::exports::{open_options, Daemon};
-use crate::cmd::offload::check_access;
+use crate::catalog::{spec_local_path, CatalogEntry};
+use crate::cmd::offload::{check_access, check_store_access};
 use crate::volume::Volume;
 
 /// How long closing a volume waits for offload calls in flight (above the server's
@@ -45,15 +47,23 @@ pub struct VolumeSource {
     /// Opened read-only (a plain image exported read-only): cannot serve a writable
     /// export or a map.
     read_only: bool,
+    /// Local path of the store the volume was opened from (for the access check of
+    /// calls on the open volume, without reading the catalog each time).
+    store: Option<PathBuf>,
 }
 
 impl VolumeSource {
-    pub(super) fn new(volume: Arc<Volume>, read_only: bool) -> Arc<VolumeSource> {
+    pub(super) fn new(
+        volume: Arc<Volume>,
+        read_only: bool,
+        entry: &CatalogEntry,
+    ) -> Arc<VolumeSource> {
         let blocks = volume.size() / BLOCK_SIZE as u64;
         Arc::new(VolumeSource {
             volume,
             blocks,
             read_only,
+            store: spec_local_path(&entry.store),
         })
     }
 }
@@ -82,8 +92,20 @@ impl ImageResolver for DaemonResolver {
             .daemon
             .upgrade()
             .ok_or_else(|| ResolveError::Unavailable("the daemon is stopping".into()))?;
-        check_access(&d.catalog, image, peer)?;
-        let src: Arc<dyn BlockSource> = d.offload_source(image)?;
+        // An open volume: checked against the store it was opened from (same rule, no
+        // catalog read per call). Otherwise through the catalog, then opened.
+        let open = d.opened.lock().get(image).cloned();
+        let src = match open {
+            Some(src) => {
+                check_store_access(src.store.as_deref(), image, peer)?;
+                src
+            }
+            None => {
+                check_access(&d.catalog, image, peer)?;
+                d.offload_source(image)?
+            }
+        };
+        let src: Arc<dyn BlockSource> = src;
         Ok(src)
     }
 
@@ -114,7 +136,7 @@ impl Daemon {
             .map_err(|e| ResolveError::NotFound(format!("{e:#}")))?;
         let (volume, _) = Volume::open(&entry, open_options(false), false)
             .map_err(|e| ResolveError::Unavailable(format!("open image {image:?}: {e:#}")))?;
-        let src = VolumeSource::new(Arc::new(volume), false);
+        let src = VolumeSource::new(Arc::new(volume), false, &entry);
         info!(name = image, "opened for offload");
         self.opened.lock().insert(image.to_string(), src.clone());
         self.held.lock().insert(image.to_string());
@@ -147,9 +169,10 @@ impl Daemon {
         let volume = Arc::new(volume);
         // Only a plain image honours read-only opens (a journaled one is writable).
         let ro = read_only && matches!(*volume, Volume::Plain(_));
-        self.opened
-            .lock()
-            .insert(name.to_string(), VolumeSource::new(volume.clone(), ro));
+        self.opened.lock().insert(
+            name.to_string(),
+            VolumeSource::new(volume.clone(), ro, &entry),
+        );
         Ok(volume)
     }
 
@@ -233,6 +256,7 @@ impl Daemon {
 pub fn start(
     daemon: &Arc<Daemon>,
     path: &std::path::Path,
+    engine: lsvd_offload::Engine,
 ) -> anyhow::Result<lsvd_offload::server::ServerHandle> {
     use anyhow::Context;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -241,8 +265,12 @@ pub fn start(
     let resolver = Arc::new(DaemonResolver {
         daemon: Arc::downgrade(daemon),
     });
-    let server = lsvd_offload::server::Server::new(Default::default(), resolver)
-        .context("start the offload server")?;
+    let cfg = lsvd_offload::server::ServerConfig {
+        engine,
+        ..Default::default()
+    };
+    let server =
+        lsvd_offload::server::Server::new(cfg, resolver).context("start the offload server")?;
     let handle = server
         .spawn(path)
         .with_context(|| format!("listen on offload socket {}", path.display()))?;

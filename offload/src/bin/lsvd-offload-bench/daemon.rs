@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -297,7 +297,9 @@ pub fn run(o: DOpts) -> anyhow::Result<()> {
     );
     let bytes: Vec<u8> = tree.blocks.iter().flatten().copied().collect();
     let mut _daemon = None;
-    let (sock, peer_name, peer_cold, peer_warm): (PathBuf, String, Connect, Connect);
+    let sock: PathBuf;
+    // Per-level peers: (name, connect) for the warm rows and for the cold rows.
+    let (warm_peers, cold_peers): (Vec<Named>, Vec<Named>);
     match &o.ublk {
         None => {
             if o.dir.exists() {
@@ -326,7 +328,10 @@ pub fn run(o: DOpts) -> anyhow::Result<()> {
                 .arg(&control)
                 .arg("--offload-socket")
                 .arg(&sock)
-                .env("LSVD_LOG", "warn")
+                .env(
+                    "LSVD_LOG",
+                    std::env::var("LSVD_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdin(Stdio::null())
                 .spawn()
                 .with_context(|| format!("start {}", lsvd.display()))?;
@@ -348,10 +353,11 @@ pub fn run(o: DOpts) -> anyhow::Result<()> {
                 w.write((i as u64) << 16, c)?;
             }
             w.flush()?;
-            peer_name = "nbd-per-level".into();
-            let (a, b) = (nbd_sock.clone(), nbd_sock.clone());
-            peer_cold = Box::new(move || Ok(Peer::Nbd(Nbd::connect(&a, "")?)));
-            peer_warm = Box::new(move || Ok(Peer::Nbd(Nbd::connect(&b, "")?)));
+            let nbd: Arc<Connect> = Arc::new(Box::new(move || {
+                Ok(Peer::Nbd(Nbd::connect(&nbd_sock, "")?))
+            }));
+            warm_peers = vec![("nbd-per-level", nbd.clone())];
+            cold_peers = vec![("nbd-per-level", nbd)];
         }
         Some(dev) => {
             sock = o
@@ -366,16 +372,22 @@ pub fn run(o: DOpts) -> anyhow::Result<()> {
             f.write_all_at(&bytes, 0)
                 .with_context(|| format!("write the tree to {}", dev.display()))?;
             f.sync_all()?;
-            peer_name = "ublk-pread".into();
             let (a, b) = (dev.clone(), dev.clone());
-            peer_cold = Box::new(move || {
+            let direct: Arc<Connect> = Arc::new(Box::new(move || {
                 let f = OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_DIRECT)
                     .open(&a)?;
                 Ok(Peer::Dev(f, AlignedBlock::new()))
-            });
-            peer_warm = Box::new(move || Ok(Peer::Dev(File::open(&b)?, AlignedBlock::new())));
+            }));
+            let buffered: Arc<Connect> = Arc::new(Box::new(move || {
+                Ok(Peer::Dev(File::open(&b)?, AlignedBlock::new()))
+            }));
+            warm_peers = vec![
+                ("ublk-pread", buffered),
+                ("ublk-pread-odirect", direct.clone()),
+            ];
+            cold_peers = vec![("ublk-pread-odirect", direct)];
         }
     }
     let id = Client::connect(&sock)?
@@ -388,7 +400,7 @@ pub fn run(o: DOpts) -> anyhow::Result<()> {
     };
     // Warm: every block read once through the peer.
     {
-        let mut p = peer_warm()?;
+        let mut p = (warm_peers[0].1)()?;
         let mut b = [0u8; 4096];
         for lba in 0..tree.blocks.len() as u64 {
             match &mut p {
@@ -404,28 +416,34 @@ pub fn run(o: DOpts) -> anyhow::Result<()> {
         rows.push(row(
             "warm", "offload", threads, 1, per, false, &tree, n, &offload,
         )?);
-        rows.push(row(
-            "warm", &peer_name, threads, 1, per, false, &tree, n, &peer_warm,
-        )?);
+        for (name, c) in &warm_peers {
+            rows.push(row("warm", name, threads, 1, per, false, &tree, n, &**c)?);
+        }
     }
     if !o.no_cold {
         for threads in [1usize, 16] {
             rows.push(row(
                 "cold", "offload", threads, o.rounds, o.cold_ops, true, &tree, n, &offload,
             )?);
-            rows.push(row(
-                "cold", &peer_name, threads, o.rounds, o.cold_ops, true, &tree, n, &peer_cold,
-            )?);
+            for (name, c) in &cold_peers {
+                rows.push(row(
+                    "cold", name, threads, o.rounds, o.cold_ops, true, &tree, n, &**c,
+                )?);
+            }
         }
     }
-    print_table(&rows, &o, &tree, &peer_name);
+    print_table(&rows, &o, &tree, warm_peers[0].0);
+    drop(_daemon);
     if o.ublk.is_none() {
         let _ = std::fs::remove_dir_all(&o.dir);
     }
     Ok(())
 }
 
-type Connect = Box<dyn Fn() -> anyhow::Result<Peer> + Sync>;
+/// A per-level method: its name and how a thread connects.
+type Named = (&'static str, Arc<Connect>);
+
+type Connect = Box<dyn Fn() -> anyhow::Result<Peer> + Sync + Send>;
 
 fn print_table(rows: &[Row], o: &DOpts, tree: &Tree, peer: &str) {
     let via = match &o.ublk {
@@ -475,13 +493,13 @@ fn print_table(rows: &[Row], o: &DOpts, tree: &Tree, peer: &str) {
         "speedup tput"
     );
     for r in rows {
-        let p = rows
+        let off = rows
             .iter()
-            .find(|p| p.method == peer && p.threads == r.threads && p.state == r.state);
-        let (sm, st) = match p {
-            Some(p) if r.method != peer && r.mean_us > 0.0 && p.per_s > 0.0 => (
-                format!("{:.2}x", p.mean_us / r.mean_us),
-                format!("{:.2}x", r.per_s / p.per_s),
+            .find(|p| p.method == "offload" && p.threads == r.threads && p.state == r.state);
+        let (sm, st) = match off {
+            Some(off) if r.method != "offload" && off.mean_us > 0.0 && r.per_s > 0.0 => (
+                format!("{:.2}x", r.mean_us / off.mean_us),
+                format!("{:.2}x", off.per_s / r.per_s),
             ),
             _ => ("-".into(), "-".into()),
         };
@@ -491,7 +509,7 @@ fn print_table(rows: &[Row], o: &DOpts, tree: &Tree, peer: &str) {
         );
     }
     println!(
-        "speedup mean = {peer} mean latency / offload mean latency; speedup tput = offload \
-         lookups/s / {peer} lookups/s (same cache state and thread count)"
+        "speedup (on each per-level row) = its mean latency / offload mean latency, and \
+         offload lookups/s / its lookups/s (same cache state and thread count)"
     );
 }
