@@ -242,6 +242,11 @@ fn fit_segment_size(store: &dyn SegmentStore, opts: &CreateOptions) -> Result<u3
 /// (`size / threshold` plus eight segments of slack) plus three zones (the
 /// open append zones and one for GC to copy into) must fit.
 fn check_capacity(store: &dyn SegmentStore, sb: &Superblock) -> Result<()> {
+    // Object stores (a directory's free space is shared and changes) are
+    // thin: a full one reports NoSpace on write.
+    if store.media() != crate::store::Media::Zoned {
+        return Ok(());
+    }
     let Some(capacity) = store.space()?.capacity else {
         return Ok(());
     };
