@@ -115,11 +115,11 @@ device() {
     must_contain /tmp/info.json "\"zoned\": \"host-managed\""
 
     part "$label-image"
-    "$CTL" image create "z-$label" --store "zns:$dev" --size 96M --segment-size 2M
+    "$CTL" image create "z-$label" --store "zns:$dev" --size 40M --segment-size 2M
     "$CTL" io write "z-$label" --offset 0 --length 24M --pattern 7
-    "$CTL" io write "z-$label" --offset 40M --length 8M --pattern 8
+    "$CTL" io write "z-$label" --offset 32M --length 8M --pattern 8
     "$CTL" io verify "z-$label" --offset 0 --length 24M --pattern 7
-    "$CTL" io verify "z-$label" --offset 40M --length 8M --pattern 8
+    "$CTL" io verify "z-$label" --offset 32M --length 8M --pattern 8
     "$CTL" image info "z-$label" | tee /tmp/iinfo.txt
     must_contain /tmp/iinfo.txt "zns:$dev"
     "$CTL" image fsck "z-$label" || fail "fsck of z-$label"
@@ -141,8 +141,8 @@ device /dev/nvme0n1 nvme-zns 16 0
 part ranges
 "$CONF" "$DC" --zones 4-11 | tee /tmp/conf.out
 [ "$(grep -c '^PASS' /tmp/conf.out)" = 4 ] || fail "conformance on zones 4-11 of $DC"
-"$CTL" image create r1 --store "zns:$DC" --zones 0-7 --size 64M --segment-size 2M
-"$CTL" image create r2 --store "zns:$DC" --zones 8-15 --size 64M --segment-size 2M
+"$CTL" image create r1 --store "zns:$DC" --zones 0-7 --size 32M --segment-size 2M
+"$CTL" image create r2 --store "zns:$DC" --zones 8-15 --size 32M --segment-size 2M
 "$CTL" io write r1 --length 16M --pattern 11
 "$CTL" io write r2 --length 16M --pattern 12
 "$CTL" io verify r1 --length 16M --pattern 11
