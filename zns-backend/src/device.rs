@@ -234,22 +234,38 @@ impl BlockZonedDevice {
         let path = path.as_ref().to_path_buf();
         let si = sysfs::read(&path)?;
         sysfs::require_host_managed(&path, &si)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_EXCL)
-            .open(&path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::EBUSY) {
-                    Error::Unavailable(format!(
-                        "{} is busy: opened exclusively elsewhere (another lsvd process or \
-                         image, a mounted file system)",
-                        path.display()
-                    ))
-                } else {
-                    Error::io(format!("open {}", path.display()), e)
+        // The exclusive claim of a previous opener in this process (or one
+        // that just exited) is released when its io_uring instances finish
+        // tearing down, which the kernel does asynchronously: retry EBUSY
+        // briefly before calling the device busy.
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT | libc::O_EXCL)
+                .open(&path)
+        };
+        let mut tries = 0;
+        let file = loop {
+            match open() {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-            })?;
+                r => break r,
+            }
+        };
+        let file = file.map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                Error::Unavailable(format!(
+                    "{} is busy: opened exclusively elsewhere (another lsvd process or \
+                         image, a mounted file system)",
+                    path.display()
+                ))
+            } else {
+                Error::io(format!("open {}", path.display()), e)
+            }
+        })?;
         let fd = file.as_raw_fd();
         let zs = report_all(fd, &path)?;
         let geo = derive_geometry(&path, &si, fd, &zs)?;

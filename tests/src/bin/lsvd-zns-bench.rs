@@ -97,6 +97,8 @@ fn main() -> anyhow::Result<()> {
     img.flush()?;
     let secs = t.elapsed().as_secs_f64();
     img.close()?;
+    // A zoned device is held by one store at a time in a process.
+    drop(img);
     let mib_s = size as f64 / secs / (1 << 20) as f64;
     println!("randwrite4k_mib_s {mib_s:.1}");
     println!("randwrite4k_iops {:.0}", blocks as f64 / secs);
