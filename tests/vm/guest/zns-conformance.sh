@@ -8,7 +8,8 @@
 # `lsvdctl zns info`, and an image's life cycle on a zns: store (create, io
 # write/verify, info, fsck, rm, zones empty again). Then the bad inputs: a
 # non-zoned device, a zone range out of bounds, a store over another image.
-# Every check fails the script.
+# One daemon serves two images on zone ranges of one drive while another
+# process is refused (exclusive open). Every check fails the script.
 set -eu
 BIN=${LSVD_BIN:-/lsvd/target/release}
 CTL=$BIN/lsvdctl
@@ -147,6 +148,29 @@ part ranges
 "$CTL" io write r2 --length 16M --pattern 12
 "$CTL" io verify r1 --length 16M --pattern 11
 "$CTL" io verify r2 --length 16M --pattern 12
+# One process (the lsvd daemon) serves both images of the drive: they share
+# one exclusive open of it; meanwhile another process cannot open it.
+LSVD=$BIN/lsvd
+[ -x "$LSVD" ] || fail "$LSVD missing: cargo build --release -p lsvd-ctl --bin lsvd"
+CONTROL=/tmp/lsvd-zns.sock RUN=/tmp/lsvd-zns-run
+mkdir -p "$RUN"
+"$LSVD" --home "$LSVD_HOME" --control "$CONTROL" --run-dir "$RUN" >/tmp/lsvd.out 2>/tmp/lsvd.err &
+DPID=$!
+i=0
+while [ ! -S "$CONTROL" ]; do
+    kill -0 "$DPID" 2>/dev/null || { cat /tmp/lsvd.err; fail "lsvd exited"; }
+    i=$((i + 1)); [ $i -lt 300 ] || fail "no control socket after 30 s"
+    sleep 0.1
+done
+"$CTL" export r1 --control "$CONTROL" || { cat /tmp/lsvd.err; fail "export r1"; }
+"$CTL" export r2 --control "$CONTROL" || { cat /tmp/lsvd.err; fail "export r2 (same drive, other zones, same process)"; }
+expect_fail /tmp/err.txt "$CTL" io verify r1 --length 4M --pattern 11
+must_contain /tmp/err.txt "$DC is busy: opened exclusively elsewhere"
+"$CTL" unexport r1 --control "$CONTROL"
+"$CTL" unexport r2 --control "$CONTROL"
+kill -TERM "$DPID"
+wait "$DPID" || { cat /tmp/lsvd.err; fail "lsvd exited with $? on SIGTERM"; }
+"$CTL" io verify r1 --length 16M --pattern 11
 "$CTL" image info r2 | tee /tmp/iinfo.txt
 must_contain /tmp/iinfo.txt "zns:$DC,zones=8-15"
 "$CTL" image fsck r1
