@@ -679,6 +679,8 @@ impl ZonedDevice for BlockZonedDevice {
     fn read(&self, zone: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
         let zi = self.check_zone(zone)?;
         let len = buf.len() as u64;
+        let _span = tracing::trace_span!("zns_read", dev = %self.path.display(), zone, offset, len)
+            .entered();
         if len == 0 {
             return Ok(());
         }
