@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use io_uring::{opcode, types, IoUring};
-use log_engine::zoned::{ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
+use log_engine::zoned::{check_append, ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
 use log_engine::{Error, Result};
 use parking_lot::Mutex;
 
@@ -608,32 +608,8 @@ impl ZonedDevice for BlockZonedDevice {
             let mut st = self.zones.lock();
             let z = st[zi];
             prev = z;
-            if z.busy {
-                return Err(self.violation(zone, "another write is in flight"));
-            }
-            match z.cond {
-                ZoneCond::Full => return Err(self.violation(zone, "zone is full")),
-                ZoneCond::ReadOnly | ZoneCond::Offline | ZoneCond::NotWp => {
-                    return Err(self.violation(zone, format!("zone is {:?}", z.cond)))
-                }
-                _ => {}
-            }
-            if offset != z.wp {
-                return Err(self.violation(
-                    zone,
-                    format!("write at {offset} is not at the write pointer {}", z.wp),
-                ));
-            }
-            if offset + len > self.geo.zone_capacity {
-                return Err(self.violation(
-                    zone,
-                    format!(
-                        "{} runs past the zone capacity {}",
-                        what(),
-                        self.geo.zone_capacity
-                    ),
-                ));
-            }
+            check_append(z.cond, z.busy, z.wp, offset, len, self.geo.zone_capacity)
+                .map_err(|m| self.violation(zone, m))?;
             implicit_close = if z.cond.is_open() {
                 false
             } else {

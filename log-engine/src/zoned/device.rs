@@ -83,6 +83,43 @@ pub struct ZonedGeometry {
     pub write_granularity: u32,
 }
 
+/// The admission rules for a write of `len` bytes at `offset` into a
+/// sequential zone in condition `cond` with write pointer `wp`: no other
+/// write in flight, the zone writable (not full, read-only or offline), the
+/// write at the write pointer and within `capacity`. Returns the broken rule,
+/// for the implementation's [`crate::Error::ZoneViolation`]. Shared by every
+/// implementation so the emulation and real devices refuse alike.
+pub fn check_append(
+    cond: ZoneCond,
+    busy: bool,
+    wp: u64,
+    offset: u64,
+    len: u64,
+    capacity: u64,
+) -> std::result::Result<(), String> {
+    if busy {
+        return Err("another write is in flight".into());
+    }
+    match cond {
+        ZoneCond::Full => return Err("zone is full".into()),
+        ZoneCond::ReadOnly | ZoneCond::Offline | ZoneCond::NotWp => {
+            return Err(format!("zone is {cond:?}"))
+        }
+        _ => {}
+    }
+    if offset != wp {
+        return Err(format!(
+            "write at {offset} is not at the write pointer {wp}"
+        ));
+    }
+    if offset.checked_add(len).is_none_or(|e| e > capacity) {
+        return Err(format!(
+            "write of {len} bytes at {offset} runs past the zone capacity {capacity}"
+        ));
+    }
+    Ok(())
+}
+
 /// A host-managed zoned block device.
 pub trait ZonedDevice: Send + Sync + std::fmt::Debug {
     fn geometry(&self) -> ZonedGeometry;

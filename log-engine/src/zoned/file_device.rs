@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use super::device::{ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
+use super::device::{check_append, ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
 use crate::error::IoContext;
 use crate::{Error, Result};
 
@@ -605,31 +605,8 @@ impl ZonedDevice for ZonedFile {
         {
             let mut st = self.state.lock();
             let z = st.zones[zi];
-            if z.busy {
-                return Err(self.violation(zone, "another write is in flight"));
-            }
-            match z.cond {
-                ZoneCond::Full => return Err(self.violation(zone, "zone is full")),
-                ZoneCond::ReadOnly | ZoneCond::Offline | ZoneCond::NotWp => {
-                    return Err(self.violation(zone, format!("zone is {:?}", z.cond)))
-                }
-                _ => {}
-            }
-            if offset != z.wp {
-                return Err(self.violation(
-                    zone,
-                    format!("write at {offset} is not at the write pointer {}", z.wp),
-                ));
-            }
-            if offset + len > self.geo.zone_capacity {
-                return Err(self.violation(
-                    zone,
-                    format!(
-                        "write of {len} at {offset} past zone capacity {}",
-                        self.geo.zone_capacity
-                    ),
-                ));
-            }
+            check_append(z.cond, z.busy, z.wp, offset, len, self.geo.zone_capacity)
+                .map_err(|m| self.violation(zone, m))?;
             if matches!(z.cond, ZoneCond::Empty | ZoneCond::Closed) {
                 self.acquire_open(&mut st, zi)?;
                 st.zones[zi].cond = ZoneCond::ImplicitOpen;

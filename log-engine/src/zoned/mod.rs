@@ -28,6 +28,6 @@ mod le {
     }
 }
 
-pub use device::{ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
+pub use device::{check_append, ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
 pub use file_device::ZonedFile;
 pub use store::ZonedStore;
