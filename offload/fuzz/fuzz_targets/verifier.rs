@@ -25,6 +25,20 @@ const EXAMPLES: [&[u8]; 5] = [
     include_bytes!("../../examples/bpf/local_calls.o"),
 ];
 
+/// Verifier work limit per input: `LSVD_FUZZ_MAX_PROCESSED` (default 100,000; the
+/// daemon's limit is 1,000,000). Inputs that need more are refused with `VerifierLimit`
+/// and never reach the interpreter, so a lower limit trades deep loop programs for
+/// throughput: most of the time at 100,000 goes to programs refused at the limit.
+fn max_processed() -> u64 {
+    static M: OnceLock<u64> = OnceLock::new();
+    *M.get_or_init(|| {
+        std::env::var("LSVD_FUZZ_MAX_PROCESSED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000)
+    })
+}
+
 fn seeds() -> &'static Vec<Vec<u8>> {
     static S: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     S.get_or_init(|| {
@@ -151,7 +165,12 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => structured(&mut b),
     };
-    let Ok(v) = verify_with_limits(&code, MAX_INSN_BOUND, 100_000, Duration::from_millis(100))
+    let Ok(v) = verify_with_limits(
+        &code,
+        MAX_INSN_BOUND,
+        max_processed(),
+        Duration::from_millis(100),
+    )
     else {
         return;
     };
