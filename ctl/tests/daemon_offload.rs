@@ -29,6 +29,8 @@ struct Daemon {
     /// World-searchable directory of the offload socket (the home is 0700).
     sockdir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra daemon arguments.
+    extra: Vec<String>,
 }
 
 fn lsvdctl(home: &Path, args: &[&str]) -> Output {
@@ -52,6 +54,11 @@ fn ok(o: Output) -> String {
 impl Daemon {
     /// A home with journaled image `t` (16 MiB, journal and read cache).
     fn new() -> Daemon {
+        Daemon::with_args(&[])
+    }
+
+    /// As [`Daemon::new`], the daemon started with `extra` arguments.
+    fn with_args(extra: &[&str]) -> Daemon {
         let home = tempfile::tempdir().unwrap();
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let cache = home.path().join("cache");
@@ -77,6 +84,7 @@ impl Daemon {
             home,
             sockdir,
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         d.start();
         d
@@ -88,6 +96,7 @@ impl Daemon {
             .arg(self.control())
             .arg("--offload-socket")
             .arg(self.offload())
+            .args(&self.extra)
             .env("LSVD_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -484,5 +493,69 @@ fn default_offload_socket_and_no_offload() {
         unsafe { libc_kill(child.id() as i32, 15) };
         assert!(child.wait().unwrap().success());
         assert!(!sock.exists());
+    }
+}
+
+#[test]
+fn limits_file_lowers_the_limits_and_a_bad_one_stops_the_daemon() {
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        conf.path(),
+        "# lower than the defaults\nmax_hops = 3\ndefault_hops = 2\nfns_per_uid = 1\n",
+    )
+    .unwrap();
+    let d = Daemon::with_args(&["--offload-config", conf.path().to_str().unwrap()]);
+    ok(d.ctl(&["export", "t"]));
+    let mut s = go(UnixStream::connect(d.nbd()).unwrap());
+    let t1 = tree(8);
+    assert_eq!(t1.levels, 3, "the tree this test is written for");
+    write_tree(&mut s, &t1);
+    let mut c = Client::connect(d.offload()).unwrap();
+    let id = c.register("t", "offload", ELF).unwrap().fn_id;
+    let args = btree::lookup_args(777);
+    // The default hop count (2) is below the tree's depth; asking for 3 works; 4 passes
+    // the file's cap.
+    assert_eq!(
+        kind_of(c.invoke(id, t1.root, 0, &args)),
+        ErrorKind::HopLimit
+    );
+    let r = c.invoke(id, t1.root, 3, &args).unwrap();
+    assert_eq!((r.r0, r.hops), (1, 3));
+    assert_eq!(r.scratch_u64(16), btree::demo_value(8, 777));
+    assert_eq!(
+        kind_of(c.invoke(id, t1.root, 4, &args)),
+        ErrorKind::BadLimit
+    );
+    // One function per uid.
+    match c.register("t", "offload", ELF) {
+        Err(ClientError::Remote(e)) => {
+            assert_eq!(e.kind, ErrorKind::LimitExceeded);
+            assert!(e.message.contains("the maximum is 1"), "{}", e.message);
+        }
+        other => panic!("a second function was not refused: {other:?}"),
+    }
+    // Files that pass a cap or are malformed stop the daemon before it serves anything.
+    for (text, want) in [
+        ("max_hops = 1025\n", "max_hops = 1025 is above the cap 1024"),
+        ("vm_time = 1s\n", "vm_time"),
+        ("max_hops = 4\nbogus = 1\n", "line 2: unknown key \"bogus\""),
+    ] {
+        std::fs::write(conf.path(), text).unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let control = home.path().join("run/lsvd.sock");
+        let out = Command::new(env!("CARGO_BIN_EXE_lsvd"))
+            .args(["--home", home.path().to_str().unwrap()])
+            .arg("--control")
+            .arg(&control)
+            .arg("--offload-config")
+            .arg(conf.path())
+            .env("LSVD_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(err.contains(want), "{text}: {err}");
+        assert!(!control.exists(), "{text}");
     }
 }

@@ -18,6 +18,7 @@ pub mod asm;
 pub mod btree;
 pub mod chain;
 pub mod client;
+pub mod config;
 pub mod image_source;
 pub mod insn;
 pub mod interp;

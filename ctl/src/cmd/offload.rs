@@ -100,6 +100,9 @@ pub enum OffloadCmd {
         /// Worker threads.
         #[arg(long)]
         workers: Option<usize>,
+        /// Offload limits file (as the daemon's `--offload-config`).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
     },
 }
 
@@ -157,7 +160,11 @@ pub fn run(catalog: &Catalog, a: OffloadArgs) -> anyhow::Result<u8> {
         | OffloadCmd::Ls { json }
         | OffloadCmd::Rm { json, .. }
         | OffloadCmd::Run { json, .. } => *json,
-        OffloadCmd::Serve { engine, workers } => return serve(catalog, &sock, *engine, *workers),
+        OffloadCmd::Serve {
+            engine,
+            workers,
+            config,
+        } => return serve(catalog, &sock, *engine, *workers, config.as_deref()),
     };
     match client_cmd(&sock, a.cmd) {
         Ok(()) => Ok(EXIT_OK),
@@ -388,10 +395,15 @@ fn serve(
     sock: &Path,
     engine: EngineArg,
     workers: Option<usize>,
+    config: Option<&Path>,
 ) -> anyhow::Result<u8> {
-    let mut cfg = ServerConfig {
+    let base = ServerConfig {
         engine: engine.into(),
         ..Default::default()
+    };
+    let mut cfg = match config {
+        Some(f) => lsvd_offload::config::load_limits(f, base)?,
+        None => base,
     };
     if let Some(w) = workers {
         cfg.workers = w;

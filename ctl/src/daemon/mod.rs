@@ -70,8 +70,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "jit")]
     pub offload_engine: crate::cmd::offload::EngineArg,
     /// Do not run the offload server.
-    #[arg(long, conflicts_with = "offload_socket")]
+    #[arg(long, conflicts_with_all = ["offload_socket", "offload_config"])]
     pub no_offload: bool,
+    /// Offload limits file: `key = value` lines that lower the offload server's limits
+    /// (see offload/README.md); a value above its cap stops the daemon at start.
+    #[arg(long, env = "LSVD_OFFLOAD_CONFIG")]
+    pub offload_config: Option<PathBuf>,
 }
 
 /// Parse a TCP listen address, refusing unspecified addresses unless
@@ -126,6 +130,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("create run directory {}", run_dir.display()))?;
+    // A bad limits file stops the daemon before it opens anything.
+    let offload_cfg = if args.no_offload {
+        None
+    } else {
+        Some(offload::config(
+            args.offload_config.as_deref(),
+            args.offload_engine.into(),
+        )?)
+    };
     let global_tcp = args
         .nbd_listen
         .as_deref()
@@ -144,14 +157,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         info!(name = %d.name, path = %d.path, "recovered at start");
     }
     let control = bind_control(&args.control)?;
-    let offload = if args.no_offload {
-        None
-    } else {
+    let offload = if let Some(cfg) = offload_cfg {
         let path = args
             .offload_socket
             .clone()
             .unwrap_or_else(|| run_dir.join("offload.sock"));
-        match offload::start(&daemon, &path, args.offload_engine.into()) {
+        match offload::start(&daemon, &path, cfg) {
             Ok(h) => Some(h),
             Err(e) => {
                 let _ = std::fs::remove_file(&args.control);
@@ -159,6 +170,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return Err(e);
             }
         }
+    } else {
+        None
     };
     let stopping = Arc::new(AtomicBool::new(false));
     let accept = {

@@ -252,11 +252,37 @@ impl Daemon {
     }
 }
 
+/// The server settings: the defaults, lowered by the limits file if one is given.
+pub fn config(
+    file: Option<&std::path::Path>,
+    engine: lsvd_offload::Engine,
+) -> anyhow::Result<lsvd_offload::server::ServerConfig> {
+    let base = lsvd_offload::server::ServerConfig {
+        engine,
+        ..Default::default()
+    };
+    let cfg = match file {
+        Some(f) => lsvd_offload::config::load_limits(f, base)?,
+        None => base,
+    };
+    info!(
+        max_hops = cfg.max_hops,
+        default_hops = cfg.default_hops,
+        vm_time = ?cfg.vm_time,
+        total_time = ?cfg.total_time,
+        max_hop_insns = cfg.max_hop_insns,
+        fns_per_uid = cfg.fns_per_uid,
+        fns_total = cfg.fns_total,
+        "offload limits"
+    );
+    Ok(cfg)
+}
+
 /// Starts the daemon's offload server on `path` (a stale socket file is replaced).
 pub fn start(
     daemon: &Arc<Daemon>,
     path: &std::path::Path,
-    engine: lsvd_offload::Engine,
+    cfg: lsvd_offload::server::ServerConfig,
 ) -> anyhow::Result<lsvd_offload::server::ServerHandle> {
     use anyhow::Context;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -265,10 +291,6 @@ pub fn start(
     let resolver = Arc::new(DaemonResolver {
         daemon: Arc::downgrade(daemon),
     });
-    let cfg = lsvd_offload::server::ServerConfig {
-        engine,
-        ..Default::default()
-    };
     let server =
         lsvd_offload::server::Server::new(cfg, resolver).context("start the offload server")?;
     let handle = server
