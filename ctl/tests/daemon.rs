@@ -7,11 +7,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lsvd_nbd::proto::*;
+
+mod common;
+use common::{go, lsvdctl, request};
 
 struct Daemon {
     home: tempfile::TempDir,
@@ -93,80 +96,6 @@ impl Drop for Daemon {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn lsvdctl(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lsvdctl"))
-        .args(args)
-        .env("LSVD_HOME", home)
-        .output()
-        .unwrap()
-}
-
-/// Negotiate with GO and return the stream.
-fn go<S: Read + Write>(mut s: S) -> S {
-    let mut g = [0u8; 18];
-    s.read_exact(&mut g).unwrap();
-    assert_eq!(&g[..8], &NBDMAGIC.to_be_bytes());
-    s.write_all(&(CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES).to_be_bytes())
-        .unwrap();
-    let req = InfoRequest {
-        name: String::new(),
-        infos: vec![INFO_BLOCK_SIZE],
-    }
-    .encode();
-    s.write_all(
-        &OptionHeader {
-            option: OPT_GO,
-            len: req.len() as u32,
-        }
-        .encode(),
-    )
-    .unwrap();
-    s.write_all(&req).unwrap();
-    loop {
-        let mut h = [0u8; 20];
-        s.read_exact(&mut h).unwrap();
-        let h = OptionReplyHeader::decode(&h).unwrap();
-        let mut d = vec![0u8; h.len as usize];
-        s.read_exact(&mut d).unwrap();
-        if h.reply == REP_ACK {
-            return s;
-        }
-        assert_eq!(h.reply, REP_INFO, "{}", String::from_utf8_lossy(&d));
-    }
-}
-
-fn request<S: Read + Write>(
-    s: &mut S,
-    kind: u16,
-    off: u64,
-    data: &[u8],
-    len: u32,
-) -> (u32, Vec<u8>) {
-    let r = Request {
-        flags: 0,
-        kind,
-        cookie: 5,
-        offset: off,
-        len,
-    };
-    s.write_all(&r.encode()).unwrap();
-    s.write_all(data).unwrap();
-    let mut h = [0u8; 16];
-    s.read_exact(&mut h).unwrap();
-    let rep = SimpleReply::decode(&h).unwrap();
-    assert_eq!(rep.cookie, 5);
-    let mut d = vec![
-        0u8;
-        if kind == CMD_READ && rep.error == 0 {
-            len as usize
-        } else {
-            0
-        }
-    ];
-    s.read_exact(&mut d).unwrap();
-    (rep.error, d)
 }
 
 fn block(seed: u8) -> Vec<u8> {

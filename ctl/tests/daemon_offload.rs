@@ -3,10 +3,9 @@
 //! offload client of `lsvd_offload` and `lsvdctl offload` on the daemon's socket.
 //! The permission test runs `lsvdctl` as uid 65534 under `setpriv` (util-linux; root).
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +16,9 @@ use lsvd_offload::btree::{self, Tree};
 use lsvd_offload::client::{Client, ClientError};
 use lsvd_offload::protocol::ErrorKind;
 use serde_json::Value;
+
+mod common;
+use common::{go, lsvdctl, ok, request as nbd};
 
 const ELF: &[u8] = include_bytes!("../../offload/examples/bpf/btree_lookup.o");
 const OBJ: &str = concat!(
@@ -31,24 +33,6 @@ struct Daemon {
     child: Option<Child>,
     /// Extra daemon arguments.
     extra: Vec<String>,
-}
-
-fn lsvdctl(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lsvdctl"))
-        .args(args)
-        .env("LSVD_HOME", home)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 impl Daemon {
@@ -150,63 +134,6 @@ impl Drop for Daemon {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// NBD handshake (fixed newstyle, GO on the default export).
-fn go(mut s: UnixStream) -> UnixStream {
-    let mut g = [0u8; 18];
-    s.read_exact(&mut g).unwrap();
-    assert_eq!(&g[..8], &NBDMAGIC.to_be_bytes());
-    s.write_all(&(CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES).to_be_bytes())
-        .unwrap();
-    let req = InfoRequest {
-        name: String::new(),
-        infos: vec![],
-    }
-    .encode();
-    s.write_all(
-        &OptionHeader {
-            option: OPT_GO,
-            len: req.len() as u32,
-        }
-        .encode(),
-    )
-    .unwrap();
-    s.write_all(&req).unwrap();
-    loop {
-        let mut h = [0u8; 20];
-        s.read_exact(&mut h).unwrap();
-        let h = OptionReplyHeader::decode(&h).unwrap();
-        let mut d = vec![0u8; h.len as usize];
-        s.read_exact(&mut d).unwrap();
-        if h.reply == REP_ACK {
-            return s;
-        }
-        assert_eq!(h.reply, REP_INFO, "{}", String::from_utf8_lossy(&d));
-    }
-}
-
-fn nbd(s: &mut UnixStream, kind: u16, off: u64, data: &[u8], len: u32) -> (u32, Vec<u8>) {
-    let r = Request {
-        flags: 0,
-        kind,
-        cookie: 9,
-        offset: off,
-        len,
-    };
-    s.write_all(&r.encode()).unwrap();
-    s.write_all(data).unwrap();
-    let mut h = [0u8; 16];
-    s.read_exact(&mut h).unwrap();
-    let rep = SimpleReply::decode(&h).unwrap();
-    let n = if kind == CMD_READ && rep.error == 0 {
-        len as usize
-    } else {
-        0
-    };
-    let mut d = vec![0u8; n];
-    s.read_exact(&mut d).unwrap();
-    (rep.error, d)
 }
 
 /// Writes the tree's blocks through NBD (no FLUSH).

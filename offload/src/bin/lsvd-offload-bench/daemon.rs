@@ -27,7 +27,7 @@ use lsvd_offload::btree::{self, Tree};
 use lsvd_offload::client::Client;
 
 use super::nbd::Nbd;
-use super::{node_step, Step, OBJECT, SEED};
+use super::{OBJECT, SEED};
 
 /// Options of the daemon/ublk modes.
 pub struct DOpts {
@@ -128,23 +128,6 @@ fn wait_socket(p: &Path, child: &mut Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn walk(
-    tree_root: u64,
-    key: u64,
-    read: &mut dyn FnMut(u64, &mut [u8]) -> anyhow::Result<()>,
-) -> anyhow::Result<Option<u64>> {
-    let mut lba = tree_root;
-    let mut b = [0u8; 4096];
-    for _ in 0..64 {
-        read(lba, &mut b)?;
-        match node_step(&b, key) {
-            Step::Next(l) => lba = l,
-            Step::Found(v) => return Ok(v),
-        }
-    }
-    bail!("walk did not end")
-}
-
 fn lookup(p: &mut Peer, tree: &Tree, key: u64) -> anyhow::Result<Option<u64>> {
     match p {
         Peer::Offload(c, id) => {
@@ -158,8 +141,8 @@ fn lookup(p: &mut Peer, tree: &Tree, key: u64) -> anyhow::Result<Option<u64>> {
             }
             Ok((r.r0 == 1).then(|| r.scratch_u64(16)))
         }
-        Peer::Nbd(n) => walk(tree.root, key, &mut |lba, b| n.read(lba * 4096, b)),
-        Peer::Dev(f, buf) => walk(tree.root, key, &mut |lba, b| {
+        Peer::Nbd(n) => super::walk(tree.root, key, &mut |lba, b| n.read(lba * 4096, b)),
+        Peer::Dev(f, buf) => super::walk(tree.root, key, &mut |lba, b| {
             let a = buf.get();
             f.read_exact_at(a, lba * 4096)
                 .with_context(|| format!("pread block {lba}"))?;
@@ -263,24 +246,15 @@ fn row(
             .collect()
     });
     prep?;
-    let mut all = Vec::new();
-    for r in results {
-        all.extend(r?);
-    }
-    all.sort_unstable();
-    let mean = all.iter().map(|x| *x as f64).sum::<f64>() / all.len().max(1) as f64;
-    let p99 = all
-        .get((all.len() * 99 / 100).min(all.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(0);
+    let l = super::Latencies::of(results)?;
     Ok(Row {
         state,
         method: method.into(),
         threads,
-        mean_us: mean / 1000.0,
-        p99_us: p99 as f64 / 1000.0,
-        per_s: all.len() as f64 / wall.as_secs_f64().max(1e-9),
-        n: all.len(),
+        mean_us: l.mean_us,
+        p99_us: l.p99_us,
+        per_s: l.n as f64 / wall.as_secs_f64().max(1e-9),
+        n: l.n,
     })
 }
 

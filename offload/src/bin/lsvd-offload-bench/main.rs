@@ -203,20 +203,6 @@ fn bench(o: &Opts) -> anyhow::Result<()> {
     spawn_block_server(&block_sock, image.clone())?;
 
     let root = tree.root;
-    let walk = |read: &mut dyn FnMut(u64, &mut [u8; 4096]) -> anyhow::Result<()>,
-                key: u64|
-     -> anyhow::Result<Option<u64>> {
-        let mut lba = root;
-        let mut b = [0u8; 4096];
-        for _ in 0..64 {
-            read(lba, &mut b)?;
-            match node_step(&b, key) {
-                Step::Next(l) => lba = l,
-                Step::Found(v) => return Ok(v),
-            }
-        }
-        bail!("walk did not end")
-    };
     let offload = |c: &mut Conn, key: u64| -> anyhow::Result<Option<u64>> {
         let Conn::Offload(cl, id) = c else {
             bail!("no client")
@@ -231,24 +217,18 @@ fn bench(o: &Opts) -> anyhow::Result<()> {
         let Conn::Blocks(s) = c else {
             bail!("no socket")
         };
-        walk(
-            &mut |lba, b| {
-                s.write_all(&lba.to_le_bytes())?;
-                s.read_exact(b)?;
-                Ok(())
-            },
-            key,
-        )
+        walk(root, key, &mut |lba, b| {
+            s.write_all(&lba.to_le_bytes())?;
+            s.read_exact(b)?;
+            Ok(())
+        })
     };
     let img = image.clone();
     let inproc = move |_: &mut Conn, key: u64| -> anyhow::Result<Option<u64>> {
-        walk(
-            &mut |lba, b| {
-                img.read(lba * 4096, b)?;
-                Ok(())
-            },
-            key,
-        )
+        walk(root, key, &mut |lba, b| {
+            img.read(lba * 4096, b)?;
+            Ok(())
+        })
     };
 
     let mut rows = Vec::new();
@@ -400,24 +380,60 @@ fn measure(
             .collect();
         (r, t0.elapsed())
     });
-    let mut all = Vec::new();
-    for r in results {
-        all.extend(r?);
-    }
-    all.sort_unstable();
-    let mean = all.iter().map(|x| *x as f64).sum::<f64>() / all.len().max(1) as f64;
-    let p99 = all
-        .get((all.len() * 99 / 100).min(all.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(0);
+    let l = Latencies::of(results)?;
     Ok(Row {
         name: name.into(),
         threads,
-        mean_us: mean / 1000.0,
-        p99_us: p99 as f64 / 1000.0,
-        per_s: all.len() as f64 / wall.as_secs_f64().max(1e-9),
+        mean_us: l.mean_us,
+        p99_us: l.p99_us,
+        per_s: l.n as f64 / wall.as_secs_f64().max(1e-9),
         vm_share: None,
     })
+}
+
+/// The per-level client: reads one node per level from `tree_root` until the key's leaf.
+fn walk(
+    tree_root: u64,
+    key: u64,
+    read: &mut dyn FnMut(u64, &mut [u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<u64>> {
+    let mut lba = tree_root;
+    let mut b = [0u8; 4096];
+    for _ in 0..64 {
+        read(lba, &mut b)?;
+        match node_step(&b, key) {
+            Step::Next(l) => lba = l,
+            Step::Found(v) => return Ok(v),
+        }
+    }
+    bail!("walk did not end")
+}
+
+/// Mean and p99 of per-operation latencies (nanoseconds) gathered by several threads.
+struct Latencies {
+    mean_us: f64,
+    p99_us: f64,
+    n: usize,
+}
+
+impl Latencies {
+    fn of(per_thread: Vec<anyhow::Result<Vec<u32>>>) -> anyhow::Result<Latencies> {
+        let mut all = Vec::new();
+        for r in per_thread {
+            all.extend(r?);
+        }
+        all.sort_unstable();
+        let mean = all.iter().map(|x| *x as f64).sum::<f64>() / all.len().max(1) as f64;
+        let p99 = all
+            .get((all.len() * 99 / 100).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0);
+        Ok(Latencies {
+            mean_us: mean / 1000.0,
+            p99_us: p99 as f64 / 1000.0,
+            n: all.len(),
+        })
+    }
 }
 
 /// VM share: of the server's call time (arrival → answer) and of the client-observed mean.
