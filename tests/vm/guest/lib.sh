@@ -46,6 +46,24 @@ start_server() {
     log "serving $DEV (id $DEV_ID, pid $SERVER_PID)"
 }
 
+# start_lsvd CONTROL RUN LOG [lsvd args...]: start the lsvd daemon ($LSVD) on
+# $LSVD_HOME with its stdout and stderr appended to LOG.out and LOG.err, and wait
+# up to ${START_WAIT:-30} s for its control socket; sets DPID.
+start_lsvd() {
+    c=$1 r=$2 l=$3
+    shift 3
+    mkdir -p "$r"
+    "$LSVD" --home "$LSVD_HOME" --control "$c" --run-dir "$r" "$@" >>"$l.out" 2>>"$l.err" &
+    DPID=$!
+    i=0
+    while [ ! -S "$c" ]; do
+        kill -0 "$DPID" 2>/dev/null || { cat "$l.err"; fail "lsvd exited"; }
+        i=$((i + 1))
+        [ $i -lt $((${START_WAIT:-30} * 10)) ] || fail "no control socket after ${START_WAIT:-30} s"
+        sleep 0.1
+    done
+}
+
 # stop_server: SIGTERM and wait (the server flushes and deletes the device).
 stop_server() {
     kill -TERM "$SERVER_PID"

@@ -17,14 +17,7 @@ rm -rf "$LSVD_HOME" "$RUN"; mkdir -p /mnt/mr
 
 start_daemon() {
     rm -f "$LSVD_CONTROL"
-    "$LSVD" --home "$LSVD_HOME" --control "$LSVD_CONTROL" --run-dir "$RUN" >>/tmp/lsvd-mr.out 2>>/tmp/lsvd-mr.err &
-    DPID=$!
-    i=0
-    while [ ! -S "$LSVD_CONTROL" ]; do
-        kill -0 "$DPID" 2>/dev/null || { cat /tmp/lsvd-mr.err; fail "lsvd exited"; }
-        i=$((i + 1)); [ $i -lt 600 ] || fail "no control socket after 60 s"
-        sleep 0.1
-    done
+    START_WAIT=60 start_lsvd "$LSVD_CONTROL" "$RUN" /tmp/lsvd-mr
 }
 
 part setup

@@ -16,14 +16,7 @@ part daemon
 "$CTL" image create plain --size 256M --segment-size 4M >/dev/null || fail "create plain"
 "$CTL" image create journaled --size 256M --segment-size 4M \
     --cache-dir /tmp/lsvd-map-cache --journal-size 32M --read-cache-size 16M >/dev/null || fail "create journaled"
-"$LSVD" --home "$LSVD_HOME" --control "$LSVD_CONTROL" --run-dir /tmp/lsvd-map-run >/tmp/lsvd-map.out 2>/tmp/lsvd-map.err &
-DPID=$!
-i=0
-while [ ! -S "$LSVD_CONTROL" ]; do
-    kill -0 "$DPID" 2>/dev/null || { cat /tmp/lsvd-map.err; fail "lsvd exited"; }
-    i=$((i + 1)); [ $i -lt 300 ] || fail "no control socket after 30 s"
-    sleep 0.1
-done
+start_lsvd "$LSVD_CONTROL" /tmp/lsvd-map-run /tmp/lsvd-map
 
 for img in plain journaled; do
     part "$img-map"

@@ -17,14 +17,7 @@ rm -rf "$LSVD_HOME" "$RUN"; mkdir -p "$RUN" /mnt/nbd
 
 part create
 "$CTL" image create nbdvm --size 256M --segment-size 4M >/dev/null || fail "image create"
-"$LSVD" --home "$LSVD_HOME" --control "$CONTROL" --run-dir "$RUN" >/tmp/lsvd.out 2>/tmp/lsvd.err &
-DPID=$!
-i=0
-while [ ! -S "$CONTROL" ]; do
-    kill -0 "$DPID" 2>/dev/null || { cat /tmp/lsvd.err; fail "lsvd exited"; }
-    i=$((i + 1)); [ $i -lt 300 ] || fail "no control socket after 30 s"
-    sleep 0.1
-done
+start_lsvd "$CONTROL" "$RUN" /tmp/lsvd
 "$CTL" export nbdvm --control "$CONTROL" || fail "lsvdctl export"
 SOCK="$RUN/nbd-nbdvm.sock"
 [ -S "$SOCK" ] || fail "export socket $SOCK missing"

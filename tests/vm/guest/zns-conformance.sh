@@ -10,24 +10,11 @@
 # non-zoned device, a zone range out of bounds, a store over another image.
 # One daemon serves two images on zone ranges of one drive while another
 # process is refused (exclusive open). Every check fails the script.
-set -eu
+. /lsvd/tests/vm/guest/lib.sh
 BIN=${LSVD_BIN:-/lsvd/target/release}
 CTL=$BIN/lsvdctl
 CONF=$BIN/lsvd-zns-conformance
 export LSVD_HOME=/tmp/lsvd-home
-T0=$(date +%s)
-cd /tmp
-
-fail() { echo "FAIL: $*"; dmesg | tail -20; exit 1; }
-log() { echo "[$(($(date +%s) - T0)) s] $*"; }
-PART="" PART_T=0
-part() {
-    now=$(date +%s)
-    [ -n "$PART" ] && echo "[time] zns-$PART: $((now - PART_T)) s"
-    PART=$1 PART_T=$now
-    [ -n "$PART" ] && log "--- $PART"
-    return 0
-}
 # expect_fail OUTFILE CMD...: CMD must exit non-zero; its stderr goes to OUTFILE.
 expect_fail() {
     out=$1; shift
@@ -153,15 +140,8 @@ part ranges
 LSVD=$BIN/lsvd
 [ -x "$LSVD" ] || fail "$LSVD missing: cargo build --release -p lsvd-ctl --bin lsvd"
 CONTROL=/tmp/lsvd-zns.sock RUN=/tmp/lsvd-zns-run
-mkdir -p "$RUN"
-"$LSVD" --home "$LSVD_HOME" --control "$CONTROL" --run-dir "$RUN" >/tmp/lsvd.out 2>/tmp/lsvd.err &
-DPID=$!
-i=0
-while [ ! -S "$CONTROL" ]; do
-    kill -0 "$DPID" 2>/dev/null || { cat /tmp/lsvd.err; fail "lsvd exited"; }
-    i=$((i + 1)); [ $i -lt 300 ] || fail "no control socket after 30 s"
-    sleep 0.1
-done
+: >/tmp/lsvd.err
+start_lsvd "$CONTROL" "$RUN" /tmp/lsvd
 "$CTL" export r1 --control "$CONTROL" || { cat /tmp/lsvd.err; fail "export r1"; }
 "$CTL" export r2 --control "$CONTROL" || { cat /tmp/lsvd.err; fail "export r2 (same drive, other zones, same process)"; }
 expect_fail /tmp/err.txt "$CTL" io verify r1 --length 4M --pattern 11

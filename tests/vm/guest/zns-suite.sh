@@ -79,15 +79,8 @@ ublk_fs() {
     "$CTL" image create other --store "zns:$dev" --size 64M >/tmp/other.out 2>&1 \
         && fail "a second image on $dev without --force must be refused"
     grep -qi "force" /tmp/other.out || { cat /tmp/other.out; fail "refusal does not mention --force"; }
-    "$LSVD" --home "$LSVD_HOME" --control "$LSVD_CONTROL" --run-dir "/tmp/zns-run-$name" \
-        >/tmp/zns-lsvd.out 2>/tmp/zns-lsvd.err &
-    DPID=$!
-    i=0
-    while [ ! -S "$LSVD_CONTROL" ]; do
-        kill -0 "$DPID" 2>/dev/null || { cat /tmp/zns-lsvd.err; fail "lsvd exited"; }
-        i=$((i + 1)); [ $i -lt 300 ] || fail "no control socket after 30 s"
-        sleep 0.1
-    done
+    : >/tmp/zns-lsvd.err
+    start_lsvd "$LSVD_CONTROL" "/tmp/zns-run-$name" /tmp/zns-lsvd
     bdev=$("$CTL" map zfs --queues 1 --depth 32) || { cat /tmp/zns-lsvd.err; fail "map zfs"; }
     [ -b "$bdev" ] || fail "map printed $bdev"
     mkdir -p /mnt/zns
