@@ -35,7 +35,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use io_uring::{opcode, types, IoUring};
-use log_engine::zoned::{check_append, ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
+use log_engine::zoned::{
+    check_append, check_finish, open_active_counts, ZoneCond, ZoneInfo, ZoneType, ZonedDevice,
+    ZonedGeometry,
+};
 use log_engine::{Error, Result};
 use parking_lot::Mutex;
 
@@ -407,9 +410,7 @@ impl BlockZonedDevice {
     }
 
     fn counts(zones: &[Zone]) -> (u32, u32) {
-        let open = zones.iter().filter(|z| z.cond.is_open()).count() as u32;
-        let active = zones.iter().filter(|z| z.cond.is_active()).count() as u32;
-        (open, active)
+        open_active_counts(zones.iter().map(|z| z.cond))
     }
 
     /// Check that zone `zi` (Empty or Closed) may become open; returns true
@@ -761,24 +762,11 @@ impl ZonedDevice for BlockZonedDevice {
         {
             let st = self.zones.lock();
             let z = st[zi];
-            if z.busy {
-                return Err(self.violation(zone, "a write is in flight"));
-            }
-            match z.cond {
-                ZoneCond::Full => return Ok(()),
-                ZoneCond::Empty => {
-                    let (_, active) = Self::counts(&st);
-                    if self.geo.max_active != 0 && active >= self.geo.max_active {
-                        return Err(self.violation(
-                            zone,
-                            format!("max_active {} zones already active", self.geo.max_active),
-                        ));
-                    }
-                }
-                ZoneCond::ImplicitOpen | ZoneCond::ExplicitOpen | ZoneCond::Closed => {}
-                c => {
-                    return Err(self.violation(zone, format!("cannot finish a zone in state {c:?}")))
-                }
+            let (_, active) = Self::counts(&st);
+            if !check_finish(z.cond, z.busy, active, self.geo.max_active)
+                .map_err(|m| self.violation(zone, m))?
+            {
+                return Ok(());
             }
         }
         let r = self.zone_mgmt(zone, ZoneOp::Finish);

@@ -120,6 +120,40 @@ pub fn check_append(
     Ok(())
 }
 
+/// Open and active zone counts over the zones' conditions, for the
+/// max_open / max_active limits.
+pub fn open_active_counts(conds: impl IntoIterator<Item = ZoneCond>) -> (u32, u32) {
+    conds.into_iter().fold((0, 0), |(open, active), c| {
+        (open + c.is_open() as u32, active + c.is_active() as u32)
+    })
+}
+
+/// The admission rules for finishing a sequential zone in condition `cond`:
+/// no write in flight; a full zone needs nothing (`Ok(false)`); an empty zone
+/// becomes active, so `active` (zones active now) must be below `max_active`
+/// (0 = unlimited); open and closed zones may be finished (`Ok(true)`); any
+/// other condition is refused. Shared like [`check_append`].
+pub fn check_finish(
+    cond: ZoneCond,
+    busy: bool,
+    active: u32,
+    max_active: u32,
+) -> std::result::Result<bool, String> {
+    if busy {
+        return Err("a write is in flight".into());
+    }
+    match cond {
+        ZoneCond::Full => Ok(false),
+        ZoneCond::Empty if max_active != 0 && active >= max_active => {
+            Err(format!("max_active {max_active} zones already active"))
+        }
+        ZoneCond::Empty | ZoneCond::ImplicitOpen | ZoneCond::ExplicitOpen | ZoneCond::Closed => {
+            Ok(true)
+        }
+        c => Err(format!("cannot finish a zone in state {c:?}")),
+    }
+}
+
 /// A host-managed zoned block device.
 pub trait ZonedDevice: Send + Sync + std::fmt::Debug {
     fn geometry(&self) -> ZonedGeometry;

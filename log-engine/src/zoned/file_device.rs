@@ -39,7 +39,10 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use super::device::{check_append, ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
+use super::device::{
+    check_append, check_finish, open_active_counts, ZoneCond, ZoneInfo, ZoneType, ZonedDevice,
+    ZonedGeometry,
+};
 use crate::error::IoContext;
 use crate::{Error, Result};
 
@@ -468,9 +471,7 @@ impl ZonedFile {
     }
 
     fn counts(st: &State) -> (u32, u32) {
-        let open = st.zones.iter().filter(|z| z.cond.is_open()).count() as u32;
-        let active = st.zones.iter().filter(|z| z.cond.is_active()).count() as u32;
-        (open, active)
+        open_active_counts(st.zones.iter().map(|z| z.cond))
     }
 
     /// Make room for zone `zi` (currently Empty or Closed) to become open:
@@ -712,22 +713,11 @@ impl ZonedDevice for ZonedFile {
         }
         let mut st = self.state.lock();
         let z = st.zones[zi];
-        if z.busy {
-            return Err(self.violation(zone, "a write is in flight"));
-        }
-        match z.cond {
-            ZoneCond::Full => return Ok(()),
-            ZoneCond::Empty => {
-                let (_, active) = Self::counts(&st);
-                if self.geo.max_active != 0 && active >= self.geo.max_active {
-                    return Err(self.violation(
-                        zone,
-                        format!("max_active {} zones already active", self.geo.max_active),
-                    ));
-                }
-            }
-            ZoneCond::ImplicitOpen | ZoneCond::ExplicitOpen | ZoneCond::Closed => {}
-            c => return Err(self.violation(zone, format!("cannot finish a zone in state {c:?}"))),
+        let (_, active) = Self::counts(&st);
+        if !check_finish(z.cond, z.busy, active, self.geo.max_active)
+            .map_err(|m| self.violation(zone, m))?
+        {
+            return Ok(());
         }
         // Unwritten tail reads as zeros, never as bytes from before a reset.
         self.punch_zeros(self.zone_pos(zone) + z.wp, self.geo.zone_size - z.wp)?;

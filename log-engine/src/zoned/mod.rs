@@ -28,6 +28,9 @@ mod le {
     }
 }
 
-pub use device::{check_append, ZoneCond, ZoneInfo, ZoneType, ZonedDevice, ZonedGeometry};
+pub use device::{
+    check_append, check_finish, open_active_counts, ZoneCond, ZoneInfo, ZoneType, ZonedDevice,
+    ZonedGeometry,
+};
 pub use file_device::ZonedFile;
 pub use store::ZonedStore;
